@@ -1,0 +1,3 @@
+"""flowmatch: flow-matching generative models."""
+
+__version__ = "0.1.0"

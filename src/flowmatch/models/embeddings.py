@@ -1,0 +1,73 @@
+"""Time and label embeddings for reference networks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from flowmatch.utils.checks import check_positive_int
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """Fixed sinusoidal features of ``t`` ``(B,)`` -> ``(B, dim)``.
+
+    ``[cos(w_k s t), sin(w_k s t)]`` with ``w_k = max_period^(-k / (dim/2))`` and ``s = 1000``
+    (Vaswani et al. 2017; the transformer/DiT timestep embedding with t rescaled to [0, 1000]).
+    """
+
+    def __init__(self, dim: int = 64, *, max_period: float = 10_000.0, scale: float = 1000.0):
+        super().__init__()
+        check_positive_int(dim, "dim", minimum=2)
+        if dim % 2:
+            raise ValueError(f"dim must be even, got {dim}")
+        half = dim // 2
+        freqs = scale * torch.exp(-math.log(max_period) * torch.arange(half) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.dim = dim
+
+    def forward(self, t: Tensor) -> Tensor:
+        """Return ``(B, dim)`` features of ``t`` ``(B,)``."""
+        args = t.to(self.freqs.dtype)[:, None] * self.freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=1).to(t.dtype)
+
+
+class LabelEmbedding(nn.Module):
+    """Embedding of class labels ``(B,)`` with one extra "null" class for guidance.
+
+    The null id is ``num_classes`` (used when the condition is dropped, Ho & Salimans 2022).
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    @property
+    def null_label(self) -> int:
+        """The id that means "no condition"."""
+        return self.num_classes
+
+    def forward(self, labels: Tensor) -> Tensor:
+        """Return ``(B, dim)`` embeddings of integer labels ``(B,)`` in ``[0, num_classes]``."""
+        return self.table(labels)
+
+
+def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> None:
+    """Validate labels passed to a (possibly conditional) model.
+
+    Raises:
+        ValueError: labels given to an unconditional model, or with the wrong shape, or ids
+            outside ``[0, num_classes]`` (``num_classes`` itself is the null label).
+    """
+    if labels is None:
+        return
+    if num_classes is None:
+        raise ValueError("this model is unconditional (num_classes=None) but cond was given")
+    if labels.shape != (batch,):
+        raise ValueError(
+            f"cond must be labels of shape (B,) = ({batch},), got {tuple(labels.shape)}"
+        )
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"cond labels must be an integer tensor, got dtype {labels.dtype}")

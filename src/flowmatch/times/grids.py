@@ -1,0 +1,116 @@
+"""Inference time grids: 1-D tensors ``(N+1,)`` from ``t = 0`` (source) to ``t = 1`` (data).
+
+Solvers integrate over any strictly monotone grid; a decreasing grid integrates backwards
+(inversion, likelihood). There is no float step size: the grid is explicit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from flowmatch.utils.checks import check_in_choices, check_positive_float, check_positive_int
+
+GRIDS: tuple[str, ...] = ("uniform", "shifted")
+
+
+def check_grid(grid: Tensor, *, name: str = "grid", full: bool = False) -> Tensor:
+    """Validate a grid: 1-D, at least 2 points, finite, strictly monotone, within ``[0, 1]``.
+
+    Args:
+        grid: times ``(N+1,)``.
+        name: argument name for messages.
+        full: also require the endpoints ``{0, 1}`` (``grid[0] = 0, grid[-1] = 1`` or reversed).
+
+    Returns:
+        ``grid`` unchanged.
+    """
+    if not isinstance(grid, Tensor):
+        raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(grid).__name__}")
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
+    if not grid.is_floating_point() or not bool(torch.isfinite(grid).all()):
+        raise ValueError(f"{name} must hold finite floats, got {grid.tolist()}")
+    diffs = grid[1:] - grid[:-1]
+    if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
+        raise ValueError(f"{name} must be strictly monotone; got {grid.tolist()}")
+    if float(grid.min()) < 0 or float(grid.max()) > 1:
+        raise ValueError(f"{name} must lie in [0, 1]; got {grid.tolist()}")
+    if full and {float(grid[0]), float(grid[-1])} != {0.0, 1.0}:
+        raise ValueError(
+            f"{name} must include both endpoints 0 and 1; got first={float(grid[0])}, "
+            f"last={float(grid[-1])}"
+        )
+    return grid
+
+
+def uniform_grid(
+    num_steps: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
+    """``t_k = k / N`` for ``k = 0..N``; shape ``(N+1,)``."""
+    check_positive_int(num_steps, "num_steps")
+    return torch.linspace(0.0, 1.0, num_steps + 1, dtype=dtype, device=device)
+
+
+def shifted_grid(
+    num_steps: int,
+    shift: float = 3.0,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """SD3's resolution shift applied to a uniform grid.
+
+    In the noise-level convention ``s = 1 - t``: ``s' = a s / (1 + (a - 1) s)`` (Esser et al.
+    2024, eq. 23); ``a > 1`` spends more steps near the noise end, ``a = 1`` is uniform.
+    Returns ``t' = 1 - s'``, shape ``(N+1,)``.
+    """
+    a = check_positive_float(shift, "shift")
+    s = 1.0 - uniform_grid(num_steps, dtype=torch.float64)
+    s_shift = a * s / (1 + (a - 1) * s)
+    t = 1.0 - s_shift
+    t[0], t[-1] = 0.0, 1.0  # exact endpoints despite round-off
+    return t.to(dtype=dtype, device=device)
+
+
+def custom_grid(
+    values: Sequence[float] | Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A user-given grid, validated: strictly monotone, in ``[0, 1]``, both endpoints included."""
+    grid = torch.as_tensor(values, dtype=torch.float64)
+    return check_grid(grid, full=True).to(dtype=dtype, device=device)
+
+
+def make_grid(
+    kind: str,
+    num_steps: int,
+    *,
+    shift: float = 3.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Build a named grid of ``num_steps`` steps, shape ``(N+1,)``, from 0 to 1.
+
+    Args:
+        kind: ``"uniform"`` or ``"shifted"``.
+        num_steps: number of steps ``N >= 1``.
+        shift: the shift ``a`` of ``"shifted"`` (ignored by nothing else; passing it with
+            ``"uniform"`` is allowed only at its default).
+        dtype: dtype of the grid.
+        device: device of the grid.
+
+    Example:
+        >>> make_grid("uniform", 4).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    check_in_choices(kind, GRIDS, "grid")
+    if kind == "uniform":
+        if shift != 3.0:
+            raise ValueError(f"shift={shift} only applies to the 'shifted' grid, not {kind!r}")
+        return uniform_grid(num_steps, dtype=dtype, device=device)
+    return shifted_grid(num_steps, shift, dtype=dtype, device=device)
