@@ -1,0 +1,189 @@
+"""In-memory datasets and the deterministic batch schedule the trainer consumes.
+
+A batch is a pure function of ``(seed, rank, step)``: resumed, prefetched and data-parallel
+runs therefore see exactly the same data as an uninterrupted single run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from flowmatch.utils.checks import check_finite, check_positive_int
+from flowmatch.utils.tensor import step_generator
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch.
+
+    Attributes:
+        x1: data ``(B, *D)``.
+        labels: class labels ``(B,)`` (long) or ``None``.
+        x0: source samples already paired with ``x1`` ``(B, *D)`` (filled by a pairing
+            pipeline such as the OT prefetcher), or ``None`` to let the objective draw them.
+    """
+
+    x1: Tensor
+    labels: Tensor | None = None
+    x0: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Affine map ``z = (x - mean) / std`` applied to data before training; inverted for outputs.
+
+    Attributes:
+        mean: per-feature mean, shaped like one sample ``(*D,)`` (or broadcastable to it).
+        std: per-feature scale, same shape, ``> 0``.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Map data ``(B, *D)`` to the model space."""
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Map model-space samples ``(B, *D)`` back to data space."""
+        return z * self.std.to(z) + self.mean.to(z)
+
+    def log_abs_det(self) -> float:
+        """``sum log std``: add to a model-space NLL to get a data-space NLL (per sample)."""
+        return float(self.std.log().sum().expand(1)) if self.std.numel() else 0.0
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        """JSON-serialisable form (shape and flat values)."""
+        return {
+            "shape": list(self.mean.shape),
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Standardizer:
+        """Inverse of ``to_dict``."""
+        shape = tuple(d["shape"])
+        mean = torch.tensor(d["mean"], dtype=torch.float32).reshape(shape)
+        std = torch.tensor(d["std"], dtype=torch.float32).reshape(shape)
+        return cls(mean, std)
+
+    @classmethod
+    def identity(cls, sample_shape: tuple[int, ...]) -> Standardizer:
+        """The map that changes nothing."""
+        return cls(torch.zeros(sample_shape), torch.ones(sample_shape))
+
+
+@dataclass
+class ArrayDataset:
+    """A dataset held as tensors, already in model space (standardised).
+
+    Attributes:
+        x: samples ``(N, *D)``, float32, finite.
+        labels: labels ``(N,)`` int64 in ``[0, num_classes)``, or ``None``.
+        num_classes: number of classes (``None`` when unlabelled).
+        standardizer: the map from data space to model space (inverted for outputs).
+        name: a short description for logs.
+    """
+
+    x: Tensor
+    labels: Tensor | None = None
+    num_classes: int | None = None
+    standardizer: Standardizer | None = None
+    name: str = "array"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, Tensor) or self.x.ndim < 2 or not self.x.is_floating_point():
+            raise ValueError(
+                f"dataset x must be a float tensor of shape (N, *D), got "
+                f"{getattr(self.x, 'shape', type(self.x).__name__)}"
+            )
+        check_finite(self.x, f"dataset {self.name!r}", hint="remove or impute missing values")
+        if self.labels is not None:
+            if self.labels.shape != (self.x.shape[0],):
+                raise ValueError(
+                    f"labels must have shape (N,) = ({self.x.shape[0]},), "
+                    f"got {tuple(self.labels.shape)}"
+                )
+            if self.num_classes is None:
+                self.num_classes = int(self.labels.max()) + 1
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(
+                    f"labels must lie in [0, {self.num_classes}), got values in [{lo}, {hi}]"
+                )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape ``D`` of one sample."""
+        return tuple(self.x.shape[1:])
+
+    def to(self, device: torch.device | str) -> ArrayDataset:
+        """Copy of the dataset on ``device``."""
+        labels = None if self.labels is None else self.labels.to(device)
+        return ArrayDataset(
+            self.x.to(device), labels, self.num_classes, self.standardizer, self.name, self.meta
+        )
+
+
+class BatchSchedule:
+    """Deterministic mini-batches: ``batch_at(step)`` depends only on ``(seed, step, rank)``.
+
+    Each epoch is a fresh permutation of the dataset drawn from ``(seed, epoch)``; with
+    ``world_size > 1`` every rank takes its own disjoint shard of that permutation. The last
+    incomplete batch of an epoch is dropped.
+
+    Args:
+        dataset: the data.
+        batch_size: per-rank batch size ``B``.
+        seed: base seed.
+        rank: this process's rank in data-parallel training.
+        world_size: number of ranks.
+    """
+
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.world_size = check_positive_int(world_size, "world_size")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.rank, self.seed = rank, int(seed)
+        self.batches_per_epoch = len(dataset) // (batch_size * world_size)
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"dataset {dataset.name!r} has {len(dataset)} samples, fewer than one global "
+                f"batch of batch_size*world_size = {batch_size * world_size}; lower batch_size"
+            )
+        self._epoch: int | None = None
+        self._perm: Tensor | None = None
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if epoch != self._epoch:
+            g = step_generator(self.seed, 0x5EED, epoch)
+            self._perm = torch.randperm(len(self.dataset), generator=g).to(self.dataset.x.device)
+            self._epoch = epoch
+        assert self._perm is not None
+        return self._perm
+
+    def batch_at(self, step: int) -> Batch:
+        """The batch of optimisation step ``step`` (0-based) for this rank."""
+        epoch, k = divmod(step, self.batches_per_epoch)
+        start = (k * self.world_size + self.rank) * self.batch_size
+        idx = self._permutation(epoch)[start : start + self.batch_size]
+        labels = None if self.dataset.labels is None else self.dataset.labels[idx]
+        return Batch(x1=self.dataset.x[idx], labels=labels)
