@@ -53,7 +53,7 @@ class Standardizer:
 
     def log_abs_det(self) -> float:
         """``sum log std``: add to a model-space NLL to get a data-space NLL (per sample)."""
-        return float(self.std.log().sum().expand(1)) if self.std.numel() else 0.0
+        return float(self.std.log().sum())
 
     def to_dict(self) -> dict[str, list[float] | list[int]]:
         """JSON-serialisable form (shape and flat values)."""
