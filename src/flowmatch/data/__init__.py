@@ -1,5 +1,31 @@
 """Datasets: in-memory arrays, deterministic batch schedules, built-in and user data."""
 
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule, Standardizer
+from flowmatch.data.digits import digits_split_indices, load_digits
+from flowmatch.data.files import load_array_file, load_csv, load_image_folder
+from flowmatch.data.registry import (
+    BUILTIN_DATASETS,
+    StandardizeMode,
+    fit_standardizer,
+    load_dataset,
+)
+from flowmatch.data.toy import TOY_DATASETS, TOY_NUM_CLASSES, sample_toy
 
-__all__ = ["ArrayDataset", "Batch", "BatchSchedule", "Standardizer"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "TOY_DATASETS",
+    "TOY_NUM_CLASSES",
+    "ArrayDataset",
+    "Batch",
+    "BatchSchedule",
+    "StandardizeMode",
+    "Standardizer",
+    "digits_split_indices",
+    "fit_standardizer",
+    "load_array_file",
+    "load_csv",
+    "load_dataset",
+    "load_digits",
+    "load_image_folder",
+    "sample_toy",
+]

@@ -6,6 +6,7 @@ runs therefore see exactly the same data as an uninterrupted single run would.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -38,10 +39,33 @@ class Standardizer:
     Attributes:
         mean: per-feature mean, shaped like one sample ``(*D,)`` (or broadcastable to it).
         std: per-feature scale, same shape, ``> 0``.
+
+    Raises:
+        TypeError: if ``mean`` or ``std`` is not a floating tensor.
+        ValueError: if their shapes differ, ``mean`` is not finite, or ``std`` is not finite
+            and ``> 0`` (clamp constant features, e.g. ``std.clamp_min(1e-6)``).
     """
 
     mean: Tensor
     std: Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or not value.is_floating_point():
+                raise TypeError(f"Standardizer {name} must be a floating tensor, got {value!r}")
+        if self.mean.shape != self.std.shape:
+            raise ValueError(
+                f"Standardizer mean and std must have the same shape, got "
+                f"{tuple(self.mean.shape)} and {tuple(self.std.shape)}"
+            )
+        if not bool(torch.isfinite(self.mean).all()):
+            raise ValueError(f"Standardizer mean must be finite, got {self.mean.tolist()}")
+        if not bool((torch.isfinite(self.std) & (self.std > 0)).all()):
+            raise ValueError(
+                f"Standardizer std must be finite and > 0 (clamp constant features), "
+                f"got min {float(self.std.min())}"
+            )
 
     def transform(self, x: Tensor) -> Tensor:
         """Map data ``(B, *D)`` to the model space."""
@@ -65,8 +89,22 @@ class Standardizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> Standardizer:
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict`` (float32 tensors).
+
+        Raises:
+            ValueError: if ``d`` lacks or has extra keys, or the values do not fit ``shape``.
+        """
+        keys = {"shape", "mean", "std"}
+        if not isinstance(d, dict) or set(d) != keys:
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"Standardizer dict must have keys {sorted(keys)}, got {got}")
         shape = tuple(d["shape"])
+        size = math.prod(shape)
+        if len(d["mean"]) != size or len(d["std"]) != size:
+            raise ValueError(
+                f"Standardizer dict: shape {list(shape)} needs {size} values, got "
+                f"{len(d['mean'])} means and {len(d['std'])} stds"
+            )
         mean = torch.tensor(d["mean"], dtype=torch.float32).reshape(shape)
         std = torch.tensor(d["std"], dtype=torch.float32).reshape(shape)
         return cls(mean, std)
@@ -143,9 +181,20 @@ class BatchSchedule:
     Args:
         dataset: the data.
         batch_size: per-rank batch size ``B``.
-        seed: base seed.
-        rank: this process's rank in data-parallel training.
+        seed: base seed (an int).
+        rank: this process's rank in data-parallel training, ``0 <= rank < world_size``.
         world_size: number of ranks.
+
+    Raises:
+        TypeError: if ``batch_size``, ``seed``, ``rank`` or ``world_size`` is not an int.
+        ValueError: if ``batch_size``/``world_size`` < 1, ``rank`` is out of range, or the
+            dataset holds fewer than ``batch_size * world_size`` samples.
+
+    Example:
+        >>> import torch
+        >>> sched = BatchSchedule(ArrayDataset(torch.randn(10, 2)), 4, seed=0)
+        >>> sched.batch_at(0).x1.shape, sched.batches_per_epoch
+        (torch.Size([4, 2]), 2)
     """
 
     def __init__(
@@ -160,9 +209,12 @@ class BatchSchedule:
         self.dataset = dataset
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.world_size = check_positive_int(world_size, "world_size")
-        if not 0 <= rank < world_size:
+        check_positive_int(rank, "rank", minimum=0)
+        if not rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        self.rank, self.seed = rank, int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
+        self.rank, self.seed = rank, seed
         self.batches_per_epoch = len(dataset) // (batch_size * world_size)
         if self.batches_per_epoch < 1:
             raise ValueError(
@@ -181,7 +233,15 @@ class BatchSchedule:
         return self._perm
 
     def batch_at(self, step: int) -> Batch:
-        """The batch of optimisation step ``step`` (0-based) for this rank."""
+        """The batch of optimisation step ``step`` (0-based) for this rank.
+
+        Step ``k * batches_per_epoch + j`` takes batch ``j`` of epoch ``k``'s permutation.
+
+        Raises:
+            TypeError: if ``step`` is not an int.
+            ValueError: if ``step < 0``.
+        """
+        check_positive_int(step, "step", minimum=0)
         epoch, k = divmod(step, self.batches_per_epoch)
         start = (k * self.world_size + self.rank) * self.batch_size
         idx = self._permutation(epoch)[start : start + self.batch_size]

@@ -3,6 +3,14 @@
 from flowmatch.solvers.adaptive import Dopri5
 from flowmatch.solvers.base import AdaptiveSolver, AdaptiveStats, ODESolver
 from flowmatch.solvers.integrate import Solution, integrate, solve, steps_for_nfe
+from flowmatch.solvers.inversion import invert, invert_euler_fixed_point
+from flowmatch.solvers.likelihood import (
+    DIVERGENCE_METHODS,
+    LikelihoodResult,
+    bits_per_dim,
+    divergence,
+    log_likelihood,
+)
 from flowmatch.solvers.ode import RK4, Euler, ExplicitRK, Heun, Midpoint
 from flowmatch.solvers.tableaus import TABLEAUS, ButcherTableau
 
@@ -15,6 +23,13 @@ SOLVERS: dict[str, type[ODESolver] | type[AdaptiveSolver]] = {
 }
 
 __all__ = [
+    "DIVERGENCE_METHODS",
+    "LikelihoodResult",
+    "bits_per_dim",
+    "divergence",
+    "invert",
+    "invert_euler_fixed_point",
+    "log_likelihood",
     "RK4",
     "SOLVERS",
     "TABLEAUS",

@@ -20,7 +20,7 @@ from flowmatch.utils.checks import check_positive_float, check_positive_int
 
 
 def _rms(x: Tensor) -> float:
-    return float(x.pow(2).mean().sqrt())
+    return float(x.detach().pow(2).mean().sqrt())
 
 
 class Dopri5(AdaptiveSolver):
@@ -81,17 +81,28 @@ class Dopri5(AdaptiveSolver):
         return f"Dopri5(atol={self.atol}, rtol={self.rtol}, max_steps={self.max_steps})"
 
     def _initial_step(
-        self, field: VelocityField, x: Tensor, t0: float, f0: Tensor, direction: float, cond: Cond
+        self,
+        field: VelocityField,
+        x: Tensor,
+        t0: float,
+        t1: float,
+        f0: Tensor,
+        cond: Cond,
     ) -> float:
         # Hairer et al. II.4, "Starting step size": balance ||x|| / ||f|| and a curvature estimate.
+        direction = math.copysign(1.0, t1 - t0)
         scale = self.atol + self.rtol * x.abs()
         d0, d1 = _rms(x / scale), _rms(f0 / scale)
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        # The probe Euler step stays inside [t0, t1]: fields may be undefined outside [0, 1].
+        h0 = min(h0, abs(t1 - t0))
         x1 = torch.add(x, f0, alpha=direction * h0)
         f1 = field(x1, x.new_full((x.shape[0],), t0 + direction * h0), cond)
         d2 = _rms((f1 - f0) / scale) / h0
         dmax = max(d1, d2)
-        h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / (self.order + 1))
+        # Exponent 1/5 = 1/(q + 1) with q = 4 the order of the error estimate, as the
+        # controller below and Hairer's DOPRI5 code (HINIT with IORD = 5) use.
+        h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / self.order)
         return min(100 * h0, h1)
 
     def solve_interval(
@@ -104,7 +115,13 @@ class Dopri5(AdaptiveSolver):
         *,
         stats: AdaptiveStats,
     ) -> Tensor:
-        """Integrate ``x`` ``(B, *D)`` from ``t0`` to ``t1``; counts NFE/steps into ``stats``."""
+        """Integrate ``x`` ``(B, *D)`` from ``t0`` to ``t1``; counts NFE/steps into ``stats``.
+
+        Raises:
+            RuntimeError: if the solve (all intervals sharing ``stats``) needs more than
+                ``max_steps`` attempted steps.
+            FloatingPointError: if the error estimate is NaN/inf.
+        """
         tab, batch = DOPRI5, x.shape[0]
         direction = math.copysign(1.0, t1 - t0)
         k1 = field(x, x.new_full((batch,), t0), cond)
@@ -114,17 +131,19 @@ class Dopri5(AdaptiveSolver):
         elif self.first_step is not None:
             h = self.first_step
         else:
-            h = self._initial_step(field, x, t0, k1, direction, cond)
+            h = self._initial_step(field, x, t0, t1, k1, cond)
             stats.nfe += 1
-        t, attempts = t0, 0
+        t = t0
         while direction * (t1 - t) > 0:
-            if attempts >= self.max_steps:
+            if stats.accepted + stats.rejected >= self.max_steps:
                 raise RuntimeError(
                     f"dopri5 exceeded max_steps={self.max_steps} at t={t:.6g} "
                     f"(atol={self.atol}, rtol={self.rtol}); loosen the tolerances or raise max_steps"
                 )
-            attempts += 1
-            dt = direction * min(h, abs(t1 - t))
+            # The last step of an interval is clipped to land exactly on t1 (no overshoot and
+            # no round-off remainder: t is set to t1 itself below).
+            last = h >= abs(t1 - t)
+            dt = t1 - t if last else direction * h
             ks = [k1]
             for c_i, a_i in zip(tab.c[1:], tab.a[1:], strict=True):
                 xi = x
@@ -143,14 +162,15 @@ class Dopri5(AdaptiveSolver):
             ratio = _rms(err / scale)
             if not math.isfinite(ratio):
                 raise FloatingPointError(f"dopri5: non-finite error estimate at t={t:.6g}")
+            factor = self.ifactor if ratio == 0 else self.safety * ratio ** (-1.0 / self.order)
             if ratio <= 1.0:
-                t, x, k1 = t + dt, x_new, ks[-1]
+                t, x, k1 = (t1 if last else t + dt), x_new, ks[-1]
                 stats.accepted += 1
-                shrink = 1.0  # never shrink the step after an accepted step
+                factor = max(1.0, min(factor, self.ifactor))  # never shrink after accepting
+                # A clipped last step says little about the step size: keep the proposal.
+                h = max(h, abs(dt) * factor) if last else abs(dt) * factor
             else:
                 stats.rejected += 1
-                shrink = self.dfactor
-            factor = self.ifactor if ratio == 0 else self.safety * ratio ** (-1.0 / self.order)
-            h = abs(dt) * min(self.ifactor, max(shrink, factor))
+                h = abs(dt) * max(self.dfactor, min(factor, 1.0))
         stats.next_step = h
         return x

@@ -58,6 +58,11 @@ def solve(
         A ``Solution``; ``Solution.x`` is ``(B, *D)``.
 
     Raises:
+        TypeError: if ``field`` is not callable, ``solver`` is not a solver, or ``x``/``grid``
+            have the wrong type.
+        ValueError: if ``x`` is not ``(B, *D)`` or ``grid`` is not a valid grid
+            (``times.check_grid``).
+        RuntimeError: if an adaptive solver exceeds its ``max_steps``.
         FloatingPointError: if the final state has NaN/inf (checked once, after the solve).
 
     Example:
@@ -69,6 +74,10 @@ def solve(
         >>> sol.x[0].tolist(), sol.nfe
         ([1.0, 1.0, 1.0], 8)
     """
+    if not callable(field):
+        raise TypeError(
+            f"field must be callable (x, t, cond) -> (B, *D), got {type(field).__name__}"
+        )
     check_batch(x, "x")
     check_grid(grid)
     if not isinstance(solver, ODESolver | AdaptiveSolver):
@@ -102,7 +111,11 @@ def integrate(
     *,
     cond: Cond = None,
 ) -> Tensor:
-    """Like ``solve`` but returns only the final state ``(B, *D)``."""
+    """Like ``solve`` but returns only the final state ``(B, *D)``.
+
+    Raises:
+        TypeError, ValueError, RuntimeError, FloatingPointError: as ``solve``.
+    """
     return solve(field, x, grid, solver, cond=cond).x
 
 
@@ -110,8 +123,14 @@ def steps_for_nfe(solver: ODESolver, nfe: int) -> int:
     """Number of steps of a fixed-step ``solver`` that spends exactly ``nfe`` evaluations.
 
     Raises:
+        TypeError: if ``solver`` is not a fixed-step ``ODESolver`` or ``nfe`` is not an int.
         ValueError: if ``nfe < 1`` or not a multiple of the solver's stages.
     """
+    if not isinstance(solver, ODESolver):
+        raise TypeError(
+            f"solver must be a fixed-step ODESolver (adaptive solvers choose their own NFE), "
+            f"got {type(solver).__name__}"
+        )
     check_positive_int(nfe, "nfe")
     if nfe % solver.stages != 0:
         raise ValueError(

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from flowmatch.interfaces import Cond, VelocityField
+from flowmatch.solvers import tableaus
 from flowmatch.solvers.base import ODESolver
-from flowmatch.solvers.tableaus import EULER, HEUN, MIDPOINT, RK4, ButcherTableau
+from flowmatch.solvers.tableaus import ButcherTableau
 
 
 class ExplicitRK(ODESolver):
@@ -50,22 +51,22 @@ class ExplicitRK(ODESolver):
 class Euler(ExplicitRK):
     """Forward Euler, order 1, 1 NFE per step."""
 
-    tableau = EULER
+    tableau = tableaus.EULER
 
 
 class Midpoint(ExplicitRK):
     """Explicit midpoint rule, order 2, 2 NFE per step."""
 
-    tableau = MIDPOINT
+    tableau = tableaus.MIDPOINT
 
 
 class Heun(ExplicitRK):
     """Heun's method (explicit trapezoid), order 2, 2 NFE per step."""
 
-    tableau = HEUN
+    tableau = tableaus.HEUN
 
 
 class RK4(ExplicitRK):
     """Classical 4th-order Runge-Kutta, 4 NFE per step."""
 
-    tableau = RK4
+    tableau = tableaus.RK4

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+
+from flowmatch.config.build import build_model, build_objective, build_solver
+from flowmatch.config.schema import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    load_toml,
+    parse_value,
+    to_dict,
+)
+from flowmatch.data import ArrayDataset
+from flowmatch.solvers import Dopri5, Midpoint
+
+
+def test_round_trip_defaults():
+    cfg = RunConfig()
+    d = to_dict(cfg)
+    assert from_dict(RunConfig, json.loads(json.dumps(d))) == cfg
+
+
+def test_toml_round_trip(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('[data]\nname = "moons"\n[train]\nsteps = 7\nlr = 1\n[eval]\nnfe = [1, 2]\n')
+    cfg = from_dict(RunConfig, load_toml(p))
+    assert cfg.data.name == "moons" and cfg.train.steps == 7
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # int accepted for a float
+    assert cfg.eval.nfe == (1, 2)
+
+
+def test_unknown_key_names_the_key():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['train.lrr'\]"):
+        from_dict(RunConfig, {"train": {"lrr": 1e-3}})
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['bogus'\]"):
+        from_dict(RunConfig, {"bogus": {}})
+
+
+def test_type_change_is_an_error():
+    with pytest.raises(ConfigError, match="train.steps must be int, got 'many'"):
+        from_dict(RunConfig, {"train": {"steps": "many"}})
+    with pytest.raises(ConfigError, match="train.steps must be int, got 1.5"):
+        from_dict(RunConfig, {"train": {"steps": 1.5}})
+    with pytest.raises(ConfigError, match=r"sample.solver must be one of .*'rk4'"):
+        from_dict(RunConfig, {"sample": {"solver": "rk45"}})
+
+
+def test_out_of_range_value_names_the_section():
+    with pytest.raises(ConfigError, match="train"):
+        from_dict(RunConfig, {"train": {"steps": 0}})
+
+
+def test_overrides_parse_toml_values():
+    d = apply_overrides({}, ["train.lr=3e-4", "sample.solver=heun", "eval.nfe=[1, 4]", "model.attention=true"])
+    cfg = from_dict(RunConfig, d)
+    assert cfg.train.lr == 3e-4 and cfg.sample.solver == "heun"
+    assert cfg.eval.nfe == (1, 4) and cfg.model.attention is True
+    assert parse_value("midpoint") == "midpoint" and parse_value("2") == 2
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [("train.lr", "key=value"), ("lr=1", "section.field"), ("nope.x=1", "unknown config section 'nope'")],
+)
+def test_bad_overrides(item, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides({}, [item])
+
+
+def test_missing_or_invalid_toml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_toml(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_toml(bad)
+
+
+def test_builders():
+    import torch
+
+    ds = ArrayDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1]), 3)
+    cfg = from_dict(RunConfig, {"model": {"base_channels": 8}})
+    model = build_model(cfg.model, ds)
+    assert model(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 3])).shape == (2, 1, 8, 8)
+    obj = build_objective(cfg, null_label=3)
+    assert obj.cond_dropout == cfg.objective.cond_dropout and obj.null_label == 3
+    assert isinstance(build_solver("midpoint"), Midpoint)
+    assert isinstance(build_solver("dopri5", atol=1e-3), Dopri5)
+    with pytest.raises(ValueError, match="unknown solver 'rk45'"):
+        build_solver("rk45")
+    flat = ArrayDataset(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="needs image data"):
+        build_model(from_dict(RunConfig, {"model": {"kind": "unet"}}).model, flat)
+    with pytest.raises(ValueError, match="has no labels"):
+        build_model(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
