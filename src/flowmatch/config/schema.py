@@ -62,7 +62,7 @@ class PathCfg:
     """The probability path and what the network predicts."""
 
     schedule: Literal["linear", "cosine", "polynomial", "vp"] = "linear"
-    exponent: float = 2.0  # polynomial schedule only
+    exponent: float = 2.0  # polynomial schedule only (>= 1)
     beta_min: float = 0.1  # vp schedule only
     beta_max: float = 20.0  # vp schedule only
     prediction: Literal["velocity", "x1", "x0"] = "velocity"

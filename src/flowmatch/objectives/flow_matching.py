@@ -43,6 +43,10 @@ class FlowMatchingObjective:
         null_label: the label id of "no condition" (usually ``num_classes``); required when
             ``cond_dropout > 0``.
 
+    Raises:
+        ValueError: unknown ``prediction``/``weighting``, ``cond_dropout`` outside ``[0, 1)``,
+            or ``cond_dropout > 0`` without ``null_label``.
+
     Example:
         >>> import torch
         >>> from flowmatch.models import MLP
@@ -122,9 +126,20 @@ class FlowMatchingObjective:
             generator: randomness for ``x0``, ``t`` and label dropout.
 
         Returns:
-            ``LossOutput`` with ``loss`` of shape ``(B,)``.
+            ``LossOutput`` with ``loss`` of shape ``(B,)``, in ``x1``'s dtype promoted to at
+            least float32 (half-precision outputs are compared in float32).
+
+        Raises:
+            TypeError: if ``x1`` is not a floating tensor.
+            ValueError: if ``x1`` is not ``(B, *D)``, ``x0``/``cond``/``t`` do not match its
+                batch, or the model output is not shaped like ``x1``.
         """
         check_batch(x1, "x1")
+        if isinstance(cond, Tensor) and (cond.ndim == 0 or cond.shape[0] != x1.shape[0]):
+            raise ValueError(
+                f"cond must have batch size B = {x1.shape[0]} (labels (B,)), "
+                f"got shape {tuple(cond.shape)}"
+            )
         if x0 is None:
             x0 = self.pair(x1, labels=cond, generator=generator)
         check_same_batch(x0, x1)
@@ -134,7 +149,16 @@ class FlowMatchingObjective:
             cond = self.drop_labels(cond, generator)
         sample = self.path.sample(x0, x1, t)
         out = model(sample.xt, t, cond)
-        err = (out.float() - self.path.target(sample, self.prediction).float()).pow(2)
+        target = self.path.target(sample, self.prediction)
+        if out.shape != target.shape:
+            # A (B,) or (B, 1) output would broadcast silently against (B, *D).
+            raise ValueError(
+                f"model output must have the shape of x1 {tuple(target.shape)}, "
+                f"got {tuple(out.shape)}"
+            )
+        # Compare in at least float32 (bf16/fp16 outputs) without downcasting float64.
+        dtype = torch.promote_types(torch.promote_types(out.dtype, target.dtype), torch.float32)
+        err = (out.to(dtype) - target.to(dtype)).pow(2)
         loss = err.reshape(err.shape[0], -1).mean(1)
         w = loss_weight(self.weighting, t)
         if w is not None:

@@ -13,7 +13,12 @@ from torch import Tensor
 
 from flowmatch.interfaces import PREDICTIONS, Prediction
 from flowmatch.paths.schedules import LinearSchedule, Schedule
-from flowmatch.utils.checks import check_in_choices, check_positive_float, check_same_batch
+from flowmatch.utils.checks import (
+    check_in_choices,
+    check_positive_float,
+    check_same_batch,
+    check_tensor,
+)
 from flowmatch.utils.tensor import expand_like
 
 
@@ -39,10 +44,12 @@ class PathSample:
 class AffinePath:
     """The path ``x_t = alpha_t x1 + sigma_t x0`` for a ``Schedule``.
 
-    Endpoint rule for conversions: a conversion that divides by ``alpha_t`` or ``sigma_t``
-    (e.g. an ``x1``-prediction turned into a velocity divides by ``sigma_t``, which is 0 at
-    ``t = 1``) clamps that denominator to at least ``eps`` (default ``1e-3``), so results stay
-    finite. The clamp only changes values where ``alpha_t < eps`` or ``sigma_t < eps``; keep
+    Endpoint rule for conversions: a conversion that divides by ``alpha_t``, ``sigma_t`` or
+    ``D_t = d_alpha_t sigma_t - d_sigma_t alpha_t`` (e.g. an ``x1``-prediction turned into a
+    velocity divides by ``sigma_t``, which is 0 at ``t = 1``; a velocity turned into ``x1``
+    divides by ``D_t``, which is 0 at ``t = 0`` for ``PolynomialSchedule(n > 1)``) clamps that
+    denominator to at least ``eps`` (default ``1e-3``), so results stay finite at ``t = 0`` and
+    ``t = 1``. The clamp only changes values where the denominator is below ``eps``; keep
     evaluation grids off the singular endpoint when that matters (e.g. use a final Euler step).
 
     Args:
@@ -69,17 +76,49 @@ class AffinePath:
         return f"AffinePath({self.schedule!r}, eps={self.eps})"
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> PathSample:
-        """Points ``x_t`` and target velocities for paired ``x0, x1`` ``(B, *D)`` and ``t`` ``(B,)``."""
+        """Points ``x_t`` and target velocities for paired ``x0, x1`` ``(B, *D)`` and ``t`` ``(B,)``.
+
+        ``x_t = alpha_t x1 + sigma_t x0``, ``v_target = d_alpha_t x1 + d_sigma_t x0``
+        (Lipman et al. 2023, eq. 20-21 for the linear schedule).
+
+        Raises:
+            TypeError: if an argument is not a tensor.
+            ValueError: if ``x0`` and ``x1`` differ in shape or ``t`` is not ``(B,)``.
+        """
+        check_tensor(x0, "x0")
+        check_tensor(x1, "x1")
         check_same_batch(x0, x1)
-        if t.shape != (x1.shape[0],):
-            raise ValueError(f"t must have shape (B,) = ({x1.shape[0]},), got {tuple(t.shape)}")
+        self._check_time(t, x1)
         c = self.schedule(expand_like(t, x1))
         xt = c.alpha * x1 + c.sigma * x0
         v = c.d_alpha * x1 + c.d_sigma * x0
         return PathSample(x0=x0, x1=x1, t=t, xt=xt, v_target=v)
 
+    @staticmethod
+    def _check_time(t: Tensor, x: Tensor) -> None:
+        # Shape-only checks (no host sync): a (1,) or scalar t would silently broadcast.
+        check_tensor(t, "t")
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+
+    def _check_point(self, value: Tensor, name: str, xt: Tensor, t: Tensor) -> None:
+        check_tensor(value, name)
+        check_tensor(xt, "xt")
+        if value.shape != xt.shape:
+            raise ValueError(
+                f"{name} must have the shape of xt {tuple(xt.shape)}, got {tuple(value.shape)}"
+            )
+        self._check_time(t, xt)
+
     def target(self, sample: PathSample, prediction: Prediction) -> Tensor:
-        """Regression target of a network predicting ``prediction`` for ``sample``."""
+        """Regression target of a network predicting ``prediction`` for ``sample``.
+
+        ``"velocity"``: ``v_target``; ``"x1"``: ``x1``; ``"x0"``: ``x0``; ``"score"``:
+        ``-x0 / sigma_t`` (standard Gaussian source; ``sigma_t`` clamped to ``eps``).
+
+        Raises:
+            ValueError: if ``prediction`` is unknown.
+        """
         if prediction == "velocity":
             return sample.v_target
         if prediction == "x1":
@@ -97,13 +136,29 @@ class AffinePath:
         """Recover ``(x0_hat, x1_hat)`` from a prediction of type ``src`` at ``(xt, t)``.
 
         Uses ``D_t = d_alpha_t sigma_t - d_sigma_t alpha_t`` (> 0 for all built-in schedules):
-        ``x1 = (sigma u - d_sigma x) / D``, ``x0 = (d_alpha x - alpha u) / D`` from a velocity.
+        ``x1 = (sigma u - d_sigma x) / D``, ``x0 = (d_alpha x - alpha u) / D`` from a velocity;
+        ``x1 = (x - sigma x0) / alpha`` from ``x0``; ``x0 = (x - alpha x1) / sigma`` from ``x1``;
+        ``x0 = -sigma s`` from a score ``s``. Denominators follow the endpoint rule (``eps``).
+
+        Args:
+            value: the prediction ``(B, *D)``.
+            src: its type, one of ``"velocity", "x1", "x0", "score"``.
+            xt: the points ``(B, *D)``.
+            t: times ``(B,)``.
+
+        Returns:
+            ``(x0_hat, x1_hat)``, each ``(B, *D)``.
+
+        Raises:
+            TypeError: if an argument is not a tensor.
+            ValueError: if ``src`` is unknown or the shapes disagree.
         """
         check_in_choices(src, PREDICTIONS, "src prediction")
+        self._check_point(value, "value", xt, t)
         c = self.schedule(expand_like(t, xt))
         alpha, sigma = c.alpha.clamp_min(self.eps), c.sigma.clamp_min(self.eps)
         if src == "velocity":
-            d = c.d_alpha * c.sigma - c.d_sigma * c.alpha
+            d = (c.d_alpha * c.sigma - c.d_sigma * c.alpha).clamp_min(self.eps)
             return (c.d_alpha * xt - c.alpha * value) / d, (c.sigma * value - c.d_sigma * xt) / d
         if src == "score":
             value = -c.sigma * value  # score = -x0 / sigma for a N(0, I) source
@@ -115,8 +170,28 @@ class AffinePath:
     def from_endpoints(
         self, x0: Tensor, x1: Tensor, *, dst: Prediction, xt: Tensor, t: Tensor
     ) -> Tensor:
-        """Express the endpoint estimates ``(x0, x1)`` as a prediction of type ``dst``."""
+        """Express the endpoint estimates ``(x0, x1)`` as a prediction of type ``dst``.
+
+        ``velocity = d_alpha_t x1 + d_sigma_t x0``; ``score = -x0 / sigma_t`` (``sigma_t``
+        clamped to ``eps``).
+
+        Args:
+            x0: estimate of the source endpoint ``(B, *D)``.
+            x1: estimate of the data endpoint ``(B, *D)``.
+            dst: the wanted type.
+            xt: the points ``(B, *D)``.
+            t: times ``(B,)``.
+
+        Returns:
+            The prediction of type ``dst``, ``(B, *D)``.
+
+        Raises:
+            TypeError: if an argument is not a tensor.
+            ValueError: if ``dst`` is unknown or the shapes disagree.
+        """
         check_in_choices(dst, PREDICTIONS, "dst prediction")
+        self._check_point(x0, "x0", xt, t)
+        self._check_point(x1, "x1", xt, t)
         if dst == "x0":
             return x0
         if dst == "x1":
@@ -141,9 +216,14 @@ class AffinePath:
         Returns:
             The prediction of type ``dst``, ``(B, *D)``. Denominators follow the class's
             endpoint rule (clamped to ``eps``).
+
+        Raises:
+            TypeError: if an argument is not a tensor.
+            ValueError: if ``src``/``dst`` is unknown or the shapes disagree.
         """
         if src == dst:
             check_in_choices(src, PREDICTIONS, "src prediction")
+            self._check_point(value, "value", xt, t)
             return value
         x0, x1 = self.to_endpoints(value, src=src, xt=xt, t=t)
         return self.from_endpoints(x0, x1, dst=dst, xt=xt, t=t)

@@ -77,20 +77,39 @@ class CosineSchedule(Schedule):
 
     def __call__(self, t: Tensor) -> ScheduleOutput:
         """Return the trigonometric coefficients at ``t``."""
-        a = 0.5 * math.pi * t
-        s, c = torch.sin(a), torch.cos(a)
+        # sigma is written as sin(pi (1 - t) / 2), not cos(pi t / 2): float32 cos(pi/2) is
+        # -4.4e-8, which would make sigma_1 negative; sin(0) gives the exact endpoint.
+        s = torch.sin(0.5 * math.pi * t)
+        c = torch.sin(0.5 * math.pi * (1 - t))
         return ScheduleOutput(
             alpha=s, sigma=c, d_alpha=0.5 * math.pi * c, d_sigma=-0.5 * math.pi * s
         )
 
 
 class PolynomialSchedule(Schedule):
-    """``alpha_t = t^n``, ``sigma_t = 1 - t^n`` (``n = 1`` is the linear schedule)."""
+    """``alpha_t = t^n``, ``sigma_t = 1 - t^n`` (``n = 1`` is the linear schedule).
+
+    The convex polynomial schedule (``PolynomialConvexScheduler`` of facebookresearch/
+    flow_matching; Lipman et al. (2024), "Flow Matching Guide and Code").
+
+    Args:
+        exponent: ``n >= 1``. Exponents below 1 are rejected: ``d alpha / dt = n t^(n-1)``
+            is infinite at ``t = 0``, which ``U[0, 1)`` time samplers do draw.
+
+    Raises:
+        TypeError: if ``exponent`` is not a number.
+        ValueError: if ``exponent`` is not finite or ``< 1``.
+    """
 
     name = "polynomial"
 
     def __init__(self, exponent: float = 2.0) -> None:
         self.exponent = check_positive_float(exponent, "exponent")
+        if self.exponent < 1:
+            raise ValueError(
+                f"exponent must be >= 1 (d alpha/dt = n t^(n-1) is infinite at t = 0 for n < 1), "
+                f"got {exponent!r}"
+            )
 
     def __call__(self, t: Tensor) -> ScheduleOutput:
         """Return the polynomial coefficients at ``t``."""

@@ -26,12 +26,19 @@ def check_grid(grid: Tensor, *, name: str = "grid", full: bool = False) -> Tenso
 
     Returns:
         ``grid`` unchanged.
+
+    Raises:
+        TypeError: if ``grid`` is not a floating-point tensor.
+        ValueError: if it is not 1-D with >= 2 finite, strictly monotone times in ``[0, 1]``
+            (or lacks an endpoint when ``full``).
     """
     if not isinstance(grid, Tensor):
         raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(grid).__name__}")
+    if not grid.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {grid.dtype}")
     if grid.ndim != 1 or grid.numel() < 2:
         raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
-    if not grid.is_floating_point() or not bool(torch.isfinite(grid).all()):
+    if not bool(torch.isfinite(grid).all()):
         raise ValueError(f"{name} must hold finite floats, got {grid.tolist()}")
     diffs = grid[1:] - grid[:-1]
     if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
@@ -49,7 +56,12 @@ def check_grid(grid: Tensor, *, name: str = "grid", full: bool = False) -> Tenso
 def uniform_grid(
     num_steps: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> Tensor:
-    """``t_k = k / N`` for ``k = 0..N``; shape ``(N+1,)``."""
+    """``t_k = k / N`` for ``k = 0..N``; shape ``(N+1,)``.
+
+    Raises:
+        TypeError: if ``num_steps`` is not an int.
+        ValueError: if ``num_steps < 1``.
+    """
     check_positive_int(num_steps, "num_steps")
     return torch.linspace(0.0, 1.0, num_steps + 1, dtype=dtype, device=device)
 
@@ -66,6 +78,10 @@ def shifted_grid(
     In the noise-level convention ``s = 1 - t``: ``s' = a s / (1 + (a - 1) s)`` (Esser et al.
     2024, eq. 23); ``a > 1`` spends more steps near the noise end, ``a = 1`` is uniform.
     Returns ``t' = 1 - s'``, shape ``(N+1,)``.
+
+    Raises:
+        TypeError: if ``num_steps`` is not an int or ``shift`` not a number.
+        ValueError: if ``num_steps < 1`` or ``shift`` is not a finite number ``> 0``.
     """
     a = check_positive_float(shift, "shift")
     s = 1.0 - uniform_grid(num_steps, dtype=torch.float64)
@@ -81,7 +97,19 @@ def custom_grid(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """A user-given grid, validated: strictly monotone, in ``[0, 1]``, both endpoints included."""
+    """A user-given grid, validated: strictly monotone, in ``[0, 1]``, both endpoints included.
+
+    Args:
+        values: the times, increasing (sampling) or decreasing (inversion).
+        dtype: dtype of the grid.
+        device: device of the grid.
+
+    Returns:
+        The grid ``(N+1,)``.
+
+    Raises:
+        ValueError: as ``check_grid(..., full=True)``.
+    """
     grid = torch.as_tensor(values, dtype=torch.float64)
     return check_grid(grid, full=True).to(dtype=dtype, device=device)
 
@@ -103,6 +131,9 @@ def make_grid(
             ``"uniform"`` is allowed only at its default).
         dtype: dtype of the grid.
         device: device of the grid.
+
+    Raises:
+        ValueError: unknown ``kind``, ``num_steps < 1``, or ``shift`` given to ``"uniform"``.
 
     Example:
         >>> make_grid("uniform", 4).tolist()

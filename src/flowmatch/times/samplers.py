@@ -81,12 +81,18 @@ class LogitNormalTime(TimeSampler):
     Args:
         mean: location of ``logit(t)``.
         std: scale of ``logit(t)``, ``> 0``.
+
+    Raises:
+        TypeError: if ``mean`` or ``std`` is not a number.
+        ValueError: if ``mean`` is not finite or ``std`` is not a finite number ``> 0``.
     """
 
     name = "logit_normal"
 
     def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
-        if isinstance(mean, bool) or not isinstance(mean, int | float) or not math.isfinite(mean):
+        if isinstance(mean, bool) or not isinstance(mean, int | float):
+            raise TypeError(f"mean must be a number, got {mean!r} ({type(mean).__name__})")
+        if not math.isfinite(mean):
             raise ValueError(f"mean must be a finite number, got {mean!r}")
         self.mean = float(mean)
         self.std = check_positive_float(std, "std")
