@@ -158,8 +158,8 @@ class FlowMatchingObjective:
             )
         # Compare in at least float32 (bf16/fp16 outputs) without downcasting float64.
         dtype = torch.promote_types(torch.promote_types(out.dtype, target.dtype), torch.float32)
-        err = (out.to(dtype) - target.to(dtype)).pow(2)
-        loss = err.reshape(err.shape[0], -1).mean(1)
+        diff = out.to(dtype) - target.to(dtype)  # .to is a no-op (no copy) in the fp32 case
+        loss = diff.square().reshape(diff.shape[0], -1).mean(1)
         w = loss_weight(self.weighting, t)
         if w is not None:
             loss = loss * w

@@ -89,9 +89,7 @@ class AffinePath:
         check_tensor(x1, "x1")
         check_same_batch(x0, x1)
         self._check_time(t, x1)
-        c = self.schedule(expand_like(t, x1))
-        xt = c.alpha * x1 + c.sigma * x0
-        v = c.d_alpha * x1 + c.d_sigma * x0
+        xt, v = self.schedule.interpolate(x0, x1, expand_like(t, x1))
         return PathSample(x0=x0, x1=x1, t=t, xt=xt, v_target=v)
 
     @staticmethod

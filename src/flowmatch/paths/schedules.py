@@ -52,6 +52,14 @@ class Schedule(ABC):
     def __call__(self, t: Tensor) -> ScheduleOutput:
         """Return ``alpha_t, sigma_t`` and their derivatives at ``t``."""
 
+    def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_t, v_t)`` for ``t`` broadcastable to ``x0``; schedules may override for speed.
+
+        ``x_t = alpha_t x1 + sigma_t x0`` and ``v_t = d_alpha_t x1 + d_sigma_t x0``.
+        """
+        c = self(t)
+        return c.alpha * x1 + c.sigma * x0, c.d_alpha * x1 + c.d_sigma * x0
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -68,6 +76,11 @@ class LinearSchedule(Schedule):
         """Return the linear coefficients at ``t``."""
         one = torch.ones_like(t)
         return ScheduleOutput(alpha=t, sigma=1 - t, d_alpha=one, d_sigma=-one)
+
+    def interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``x_t = x0 + t (x1 - x0)`` and ``v_t = x1 - x0`` (two ops: the training hot path)."""
+        v = x1 - x0
+        return torch.addcmul(x0, t, v), v
 
 
 class CosineSchedule(Schedule):

@@ -1,0 +1,385 @@
+"""Atomic, self-describing training checkpoints (safetensors tensors + one JSON state file).
+
+Layout of a run directory::
+
+    RUN_DIR/checkpoints/
+        step_0001000/
+            model.safetensors       model.state_dict()
+            ema.safetensors         EMA weights (only when EMA is on)
+            optimizer.safetensors   optimiser tensors, keys "state.<param index>.<name>"
+            state.json              step, optimiser scalars and param_groups, lr schedule,
+                                    RNG states, configs, versions, size + sha256 of each file
+        step_0002000/ ...
+        latest                      name of the newest complete checkpoint ("step_0002000")
+
+A checkpoint is first written into a hidden temporary sibling (``.tmp-step_...``), every file
+is fsync'ed, and only then is the directory renamed onto its final name with ``os.replace``;
+``latest`` is replaced the same way. A crash at any point therefore leaves either the previous
+state or the complete new checkpoint, never a half-written directory that resume would load.
+No pickles are written or read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+_NAME_RE = re.compile(r"^step_(\d{7,})$")
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but is corrupt, inconsistent or of an unknown format."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint (all tensors on CPU).
+
+    Attributes:
+        path: the checkpoint directory.
+        step: number of optimisation steps completed when it was written.
+        model: the model ``state_dict``.
+        ema: the EMA weights (same keys as ``model``), or ``None``.
+        optimizer: an optimiser ``state_dict`` (``{"state": ..., "param_groups": ...}``).
+        state: the parsed ``state.json`` (configs, lr schedule, RNG states, versions, ...).
+    """
+
+    path: Path
+    step: int
+    model: dict[str, Tensor]
+    ema: dict[str, Tensor] | None
+    optimizer: dict[str, Any]
+    state: dict[str, Any]
+
+
+def checkpoint_name(step: int) -> str:
+    """Directory name of the checkpoint at ``step`` (zero-padded so names sort by step)."""
+    return f"step_{step:07d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    # Persist a rename/creation inside ``path``; directories cannot be opened on Windows.
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically (temporary sibling, fsync, ``os.replace``).
+
+    Args:
+        path: the destination file; its directory must exist.
+        text: the full new content.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    try:
+        _write_bytes(tmp, text.encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _cpu_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    # safetensors refuses tensors that share storage (tied weights) or are non-contiguous.
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state.items():
+        t = value.detach().to("cpu").contiguous()
+        if t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out
+
+
+def _split_optimizer(state: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors of an optimiser state as ``state.<i>.<name>``; everything else as JSON."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, per_param in state["state"].items():
+        for name, value in per_param.items():
+            key = f"{int(index)}.{name}"
+            if isinstance(value, Tensor):
+                tensors[f"state.{key}"] = value
+            else:
+                scalars[key] = value
+    return _cpu_tensors(tensors), {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_split_optimizer`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    model: Mapping[str, Tensor],
+    optimizer: Mapping[str, Any],
+    ema: Mapping[str, Tensor] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Write ``RUN_DIR/checkpoints/step_XXXXXXX`` atomically and point ``latest`` at it.
+
+    Args:
+        run_dir: the run directory (``checkpoints/`` is created inside it).
+        step: number of completed optimisation steps, ``>= 0``.
+        model: model ``state_dict``.
+        optimizer: optimiser ``state_dict``.
+        ema: EMA ``state_dict`` or ``None``.
+        extra: JSON-serialisable entries added to ``state.json`` (configs, RNG, schedule).
+        keep: keep only the ``keep`` most recent checkpoints (``None``: keep all).
+
+    Returns:
+        The final checkpoint directory.
+
+    Raises:
+        ValueError: ``step < 0``, ``keep < 1`` or ``extra`` not JSON-serialisable.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be >= 1 (or None), got {keep}")
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root)
+    name = checkpoint_name(step)
+    final = root / name
+    tmp = root / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        opt_tensors, opt_meta = _split_optimizer(optimizer)
+        blobs = {MODEL_FILE: st_save(_cpu_tensors(model)), OPTIMIZER_FILE: st_save(opt_tensors)}
+        if ema is not None:
+            blobs[EMA_FILE] = st_save(_cpu_tensors(ema))
+        files = {}
+        for fname, blob in blobs.items():
+            _write_bytes(tmp / fname, blob)
+            files[fname] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        state = {
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "has_ema": ema is not None,
+            "files": files,
+            "optimizer": opt_meta,
+            **dict(extra or {}),
+        }
+        try:
+            text = json.dumps(state, indent=2, allow_nan=True)
+        except TypeError as err:
+            raise ValueError(f"checkpoint extra state is not JSON-serialisable: {err}") from None
+        _write_bytes(tmp / STATE_FILE, text.encode())
+        _fsync_dir(tmp)
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(root)
+    atomic_write_text(root / LATEST, name + "\n")
+    if keep is not None:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    # os.replace cannot overwrite a non-empty directory: move an existing one aside first
+    # (only happens when a step is re-saved, e.g. after resuming from an older checkpoint).
+    if dst.exists():
+        trash = dst.with_name(f"{_TMP_PREFIX}old-{dst.name}-{uuid.uuid4().hex}")
+        os.replace(dst, trash)
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    # Leftovers of an interrupted save; never loaded, safe to delete.
+    for child in root.iterdir():
+        if child.name.startswith(_TMP_PREFIX):
+            logger.info("removing incomplete checkpoint %s", child)
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first (temporaries are skipped)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME_RE.match(p.name))]
+    return [p for _, p in sorted(found) if p.is_dir()]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint named by ``RUN_DIR/checkpoints/latest``, or ``None`` if there is none.
+
+    When ``latest`` is absent (a crash between the directory rename and the ``latest``
+    update) the newest ``step_*`` directory is returned: such a directory only ever appears
+    complete, through an atomic rename.
+
+    Raises:
+        CheckpointError: ``latest`` names a checkpoint directory that does not exist.
+    """
+    root = Path(run_dir) / CHECKPOINT_DIR
+    pointer = root / LATEST
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        path = root / name
+        if not _NAME_RE.match(name) or not path.is_dir():
+            raise CheckpointError(
+                f"{pointer} names checkpoint {name!r}, which does not exist under {root}"
+            )
+        return path
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from either itself or a run directory (then its latest one).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or is a run directory with no checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint path {path} does not exist")
+    if (path / STATE_FILE).exists() or not (path / CHECKPOINT_DIR).is_dir():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"run directory {path} has no checkpoint under {CHECKPOINT_DIR}/")
+    return latest
+
+
+def _read_verified(path: Path, meta: Mapping[str, Any] | None) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} is missing")
+    data = path.read_bytes()
+    if meta is not None and (
+        len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]
+    ):
+        raise CheckpointError(
+            f"checkpoint file {path} is corrupt: {len(data)} bytes / sha256 differ from the "
+            f"{meta['bytes']} bytes recorded in {STATE_FILE}"
+        )
+    return data
+
+
+def _load_tensors(path: Path, meta: Mapping[str, Any] | None) -> dict[str, Tensor]:
+    data = _read_verified(path, meta)
+    try:
+        return st_load(data)
+    except Exception as err:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(
+            f"checkpoint file {path} is not a valid safetensors file: {err}"
+        ) from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint directory (or the latest checkpoint of a run directory) onto CPU.
+
+    Every file is checked against the size and sha256 recorded in ``state.json``.
+
+    Args:
+        path: a ``step_XXXXXXX`` directory or a run directory.
+
+    Returns:
+        The :class:`Checkpoint`.
+
+    Raises:
+        FileNotFoundError: the directory or one of its files is missing (the message names it).
+        CheckpointError: a file is corrupt, truncated or of an unknown format (names the file).
+
+    Example:
+        >>> ckpt = load_checkpoint("runs/toy")  # doctest: +SKIP
+        >>> model.load_state_dict(ckpt.ema or ckpt.model)  # doctest: +SKIP
+    """
+    path = resolve_checkpoint(path)
+    state_path = path / STATE_FILE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"checkpoint file {state_path} is missing")
+    try:
+        state = json.loads(state_path.read_text())
+        version, step, files = state["format_version"], int(state["step"]), state["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {state_path} is corrupt: {err!r}") from None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {state_path} has format_version {version!r}; this flowmatch reads "
+            f"version {FORMAT_VERSION}"
+        )
+    model = _load_tensors(path / MODEL_FILE, files.get(MODEL_FILE))
+    ema = _load_tensors(path / EMA_FILE, files.get(EMA_FILE)) if state.get("has_ema") else None
+    opt_tensors = _load_tensors(path / OPTIMIZER_FILE, files.get(OPTIMIZER_FILE))
+    optimizer = _join_optimizer(opt_tensors, state["optimizer"])
+    return Checkpoint(path=path, step=step, model=model, ema=ema, optimizer=optimizer, state=state)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global torch RNG states as JSON lists (CPU, and every CUDA device once initialised).
+
+    The trainer draws nothing from global RNGs; these are saved so that user code that does
+    (e.g. ``nn.Dropout``) also resumes exactly.
+    """
+    cuda = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return {"torch": torch.get_rng_state().tolist(), "cuda": cuda}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
