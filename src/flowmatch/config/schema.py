@@ -50,7 +50,7 @@ class ModelCfg:
     depth: int = 4
     time_dim: int = 64
     # UNet: channels of the first level and the multipliers of each resolution level.
-    base_channels: int = 32
+    base_channels: int = 16
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attention: bool = False

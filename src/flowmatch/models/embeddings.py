@@ -58,8 +58,8 @@ def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> 
     """Validate labels passed to a (possibly conditional) model.
 
     Raises:
-        ValueError: labels given to an unconditional model, or with the wrong shape, or ids
-            outside ``[0, num_classes]`` (``num_classes`` itself is the null label).
+        ValueError: labels given to an unconditional model, or with the wrong shape, or (on
+            CPU) ids outside ``[0, num_classes]`` (``num_classes`` itself is the null label).
     """
     if labels is None:
         return
@@ -71,3 +71,12 @@ def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> 
         )
     if labels.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"cond labels must be an integer tensor, got dtype {labels.dtype}")
+    # The range check reads values; on an accelerator that is a host sync per forward, so it
+    # runs on CPU only (there the embedding lookup would otherwise fail with an IndexError).
+    if labels.device.type == "cpu" and labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi > num_classes:
+            raise ValueError(
+                f"cond labels must lie in [0, {num_classes}] (num_classes={num_classes}, the last "
+                f"id is the null label), got values in [{lo}, {hi}]"
+            )

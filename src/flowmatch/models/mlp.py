@@ -44,6 +44,8 @@ class MLP(nn.Module):
         self.dim = check_positive_int(dim, "dim")
         check_positive_int(hidden, "hidden")
         check_positive_int(depth, "depth")
+        if time_dim % 2:
+            raise ValueError(f"time_dim must be even, got {time_dim}")
         self.num_classes = num_classes
         self.time_embed = SinusoidalTimeEmbedding(time_dim)
         self.label_embed = (
@@ -69,12 +71,15 @@ class MLP(nn.Module):
                 f"x has {flat.shape[1]} features per sample (shape {tuple(x.shape)}), "
                 f"this MLP expects dim={self.dim}"
             )
+        if t.shape != (batch,):
+            raise ValueError(f"t must have shape (B,) = ({batch},), got {tuple(t.shape)}")
         emb = self.time_embed(t)
-        if self.label_embed is not None and cond is not None:
-            check_labels(cond, self.num_classes, batch)
+        check_labels(cond, self.num_classes, batch)
+        if self.label_embed is not None:
+            # No condition means the null label, the same input classifier-free training uses.
+            if cond is None:
+                cond = torch.full((batch,), self.label_embed.null_label, device=x.device)
             emb = emb + self.label_embed(cond)
-        elif cond is not None:
-            check_labels(cond, self.num_classes, batch)
         return self.net(torch.cat([flat, emb], dim=1)).reshape(x.shape)
 
     def extra_repr(self) -> str:
