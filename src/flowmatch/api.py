@@ -169,7 +169,9 @@ def train_run(
     null = train_ds.num_classes if conditional else None
     objective = build_objective(cfg, null_label=null)
     run_config = {"config": to_dict(cfg), "data": _data_info(train_ds)}
-    _write_json_atomic(out / "config.json", run_config)
+    rank = _rank()
+    if rank == 0:
+        _write_json_atomic(out / "config.json", run_config)
     if resume:
         trainer = Trainer.resume(
             out, model, objective, train_ds, cfg.train, run_config=run_config, callbacks=callbacks
@@ -186,6 +188,8 @@ def train_run(
         )
     with trainer:
         result = trainer.fit()
+    if rank != 0:  # data-parallel workers: only rank 0 writes outputs
+        return result
     try:
         run = load_run(out)
         s = cfg.sample
@@ -205,6 +209,11 @@ def train_run(
     except ImportError:
         logger.info("matplotlib not installed: skipping samples.png")
     return result
+
+
+def _rank() -> int:
+    """The rank of this process under ``torchrun`` (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def without_labels(ds: ArrayDataset) -> ArrayDataset:

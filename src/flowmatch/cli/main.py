@@ -126,18 +126,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    callbacks = [] if args.quiet else [ProgressBar(cfg.train.steps)]
-    print(
-        f"training on {train_ds.name} ({len(train_ds)} samples of shape {train_ds.sample_shape}) -> {out}"
-    )
-    result = api.train_run(
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    callbacks = [ProgressBar(cfg.train.steps)] if rank0 and not args.quiet else []
+    if rank0:
+        print(
+            f"training on {train_ds.name} ({len(train_ds)} samples, shape {train_ds.sample_shape}) -> {out}"
+        )
+    api.train_run(
         cfg, train_ds, out_dir=out, test_ds=test_ds, callbacks=callbacks, resume=bool(args.resume)
     )
-    print(
-        f"wrote {out / 'config.json'}, {out / 'metrics.jsonl'}, {out / 'checkpoints'}"
-        + (f", {out / 'samples.png'}" if (out / "samples.png").exists() else "")
-    )
-    del result
+    if rank0:
+        written = [out / "config.json", out / "metrics.jsonl", out / "checkpoints"]
+        written += [p for p in [out / "samples.png"] if p.exists()]
+        print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
