@@ -27,7 +27,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor, nn
 
-import flowmatch
+from flowmatch._version import __version__
 from flowmatch.couplings.base import IndependentCoupling
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule
 from flowmatch.train import distributed
@@ -556,7 +556,7 @@ class Trainer:
             "elapsed": self._elapsed_before + time.perf_counter() - self._t_fit,
             "last_loss": self._last_loss,
             "world_size": self.dist.world_size,
-            "flowmatch_version": flowmatch.__version__,
+            "flowmatch_version": __version__,
             "torch_version": torch.__version__,
         }
 
