@@ -172,9 +172,19 @@ def train_run(
     rank = _rank()
     if rank == 0:
         _write_json_atomic(out / "config.json", run_config)
+    eval_fn = None
+    if cfg.train.eval_every > 0 and test_ds is not None:
+        eval_fn = _periodic_eval(cfg, run_config, test_ds, out, null)
     if resume:
         trainer = Trainer.resume(
-            out, model, objective, train_ds, cfg.train, run_config=run_config, callbacks=callbacks
+            out,
+            model,
+            objective,
+            train_ds,
+            cfg.train,
+            run_config=run_config,
+            callbacks=callbacks,
+            eval_fn=eval_fn,
         )
     else:
         trainer = Trainer(
@@ -185,6 +195,7 @@ def train_run(
             out_dir=out,
             run_config=run_config,
             callbacks=callbacks,
+            eval_fn=eval_fn,
         )
     with trainer:
         result = trainer.fit()
@@ -209,6 +220,40 @@ def train_run(
     except ImportError:
         logger.info("matplotlib not installed: skipping samples.png")
     return result
+
+
+def _periodic_eval(
+    cfg: RunConfig, run_config: dict, test_ds: ArrayDataset, out: Path, num_classes: int | None
+) -> Any:
+    """An ``eval_fn`` for the trainer: sample, score against held-out data, save a snapshot.
+
+    Uses the ``[sample]`` solver settings and ``min(sample.num_samples, 1000, len(test))``
+    samples; snapshots go to ``out/snapshots/step_XXXXXXX.png`` (when matplotlib is present).
+    """
+    std = Standardizer.from_dict(run_config["data"]["standardizer"])
+    n = min(cfg.sample.num_samples, 1000, len(test_ds))
+    reference = std.inverse(test_ds.x[:n])
+
+    def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
+        run = Run(model, cfg, std, num_classes, step, out, run_config)
+        s = cfg.sample
+        res = generate(run, n, solver=s.solver, nfe=s.nfe, grid=s.grid, shift=s.shift, seed=0)
+        scores = score_samples(run, res.samples, reference.to(res.samples), labels=res.labels)
+        if _rank() == 0:
+            try:
+                from flowmatch.viz import save_samples_png
+
+                save_samples_png(
+                    res.samples,
+                    out / "snapshots" / f"step_{step:07d}.png",
+                    labels=res.labels,
+                    title=f"step {step}",
+                )
+            except ImportError:
+                pass
+        return scores
+
+    return eval_fn
 
 
 def _rank() -> int:

@@ -9,10 +9,22 @@ import torch
 from flowmatch.cli.main import main
 
 TINY = [
-    "--set", "model.hidden=32", "--set", "model.depth=2",
-    "--set", "data.n_train=2048", "--set", "data.n_test=512",
-    "--set", "train.batch_size=64", "--set", "train.log_every=10",
-    "--set", "train.checkpoint_every=20", "--set", "sample.num_samples=200",
+    "--set",
+    "model.hidden=32",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "data.n_train=2048",
+    "--set",
+    "data.n_test=512",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.log_every=10",
+    "--set",
+    "train.checkpoint_every=20",
+    "--set",
+    "sample.num_samples=200",
 ]
 
 
@@ -46,8 +58,40 @@ def test_info(run_dir, capsys):
 
 def test_sample_npz_shape_and_reproducible(run_dir, tmp_path):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    assert main(["sample", str(run_dir), "--num-samples", "50", "--solver", "euler", "--nfe", "4", "--out", str(a)]) == 0
-    assert main(["sample", str(run_dir), "--num-samples", "30", "--solver", "euler", "--nfe", "4", "--out", str(b)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--num-samples",
+                "50",
+                "--solver",
+                "euler",
+                "--nfe",
+                "4",
+                "--out",
+                str(a),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--num-samples",
+                "30",
+                "--solver",
+                "euler",
+                "--nfe",
+                "4",
+                "--out",
+                str(b),
+            ]
+        )
+        == 0
+    )
     xa, xb = np.load(a)["samples"], np.load(b)["samples"]
     assert xa.shape == (50, 2)
     np.testing.assert_array_equal(xa[:30], xb)  # sample i depends only on (seed, i)
@@ -55,17 +99,52 @@ def test_sample_npz_shape_and_reproducible(run_dir, tmp_path):
 
 def test_sample_png(run_dir, tmp_path):
     out = tmp_path / "s.png"
-    assert main(["sample", str(run_dir), "--num-samples", "20", "--solver", "rk4", "--nfe", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--num-samples",
+                "20",
+                "--solver",
+                "rk4",
+                "--nfe",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 0 and out.with_suffix(".npz").exists()
 
 
 def test_eval_table_json_plot(run_dir, capsys):
-    assert main(["eval", str(run_dir), "--nfe", "1,2", "--solver", "euler,midpoint", "--num-samples", "100", "--no-dopri5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run_dir),
+                "--nfe",
+                "1,2",
+                "--solver",
+                "euler,midpoint",
+                "--num-samples",
+                "100",
+                "--no-dopri5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "w2" in out and "train/test" in out
     report = json.loads((run_dir / "eval.json").read_text())
     # midpoint cannot spend 1 NFE: only euler@1, euler@2, midpoint@2
-    assert sorted((r["solver"], r["nfe"]) for r in report["rows"]) == [("euler", 1), ("euler", 2), ("midpoint", 2)]
+    assert sorted((r["solver"], r["nfe"]) for r in report["rows"]) == [
+        ("euler", 1),
+        ("euler", 2),
+        ("midpoint", 2),
+    ]
     assert all(r["w2"] > 0 for r in report["rows"])
     assert (run_dir / "eval.png").exists()
 
@@ -118,13 +197,67 @@ def test_corrupt_checkpoint_is_reported(run_dir, tmp_path, capsys):
 
 def test_label_outside_trained_classes(tmp_path, capsys):
     out = tmp_path / "cond"
-    argv = ["train", "--data", "8gaussians", "--steps", "10", "--out", str(out), "--quiet",
-            "--set", "model.conditional=yes", *TINY]
+    argv = [
+        "train",
+        "--data",
+        "8gaussians",
+        "--steps",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "model.conditional=yes",
+        *TINY,
+    ]
     assert main(argv) == 0
     assert main(["sample", str(out), "--label", "8", "--out", str(tmp_path / "z.npz")]) == 2
     assert "[0, 8)" in capsys.readouterr().err
-    assert main(["sample", str(out), "--label", "7", "--guidance", "2", "--num-samples", "16",
-                 "--nfe", "4", "--out", str(tmp_path / "z.npz")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(out),
+                "--label",
+                "7",
+                "--guidance",
+                "2",
+                "--num-samples",
+                "16",
+                "--nfe",
+                "4",
+                "--out",
+                str(tmp_path / "z.npz"),
+            ]
+        )
+        == 0
+    )
     z = np.load(tmp_path / "z.npz")
     assert z["samples"].shape == (16, 2) and (z["labels"] == 7).all()
     torch.testing.assert_close(torch.tensor(1.0), torch.tensor(1.0))
+
+
+def test_periodic_eval_and_snapshots(tmp_path):
+    out = tmp_path / "ev"
+    argv = [
+        "train",
+        "--steps",
+        "20",
+        "--out",
+        str(out),
+        "--quiet",
+        *TINY,
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "sample.nfe=2",
+    ]
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if any(k.startswith("eval/") for k in x)]
+    assert [x["step"] for x in evals] == [10, 20]
+    assert all(x["eval/w2"] > 0 for x in evals)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
+        "step_0000010.png",
+        "step_0000020.png",
+    ]
