@@ -537,7 +537,10 @@ def evaluate(
         logger.info("eval %s", row)
     floor: dict[str, float] = {}
     if train_ds is not None:
-        floor = score_samples(run, run.to_data_space(train_ds.x[:n]), ref, labels=None)
+        floor_labels = None
+        if run.num_classes is not None and train_ds.labels is not None:
+            floor_labels = train_ds.labels[:n]
+        floor = score_samples(run, run.to_data_space(train_ds.x[:n]), ref, labels=floor_labels)
     return {"rows": rows, "floor": floor, "num_samples": n, "step": run.step}
 
 
@@ -549,7 +552,7 @@ def score_samples(
 
     g = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
-    if run.info["data"]["name"] == "digits":
+    if run.config.data.name == "digits":  # the built-in digits: features of its classifier
         out["fd_digits"] = metrics.digits_frechet_distance(samples, reference)
         if labels is not None:
             out["class_acc"] = metrics.digits_classifier_accuracy(samples, labels)

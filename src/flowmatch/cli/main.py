@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowmatch", description="Train, sample and evaluate flow-matching models."
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (default: 2-D checkerboard)")
@@ -224,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 [
                     f"{'train/test':>10}",
                     f"{'-':>10}",
-                    *(f"{_fmt(report['floor'][m]):>10}" for m in metrics),
+                    *(f"{_fmt(report['floor'].get(m, '-')):>10}" for m in metrics),
                     f"{'-':>10}",
                 ]
             )
@@ -302,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
