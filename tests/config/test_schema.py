@@ -53,7 +53,9 @@ def test_out_of_range_value_names_the_section():
 
 
 def test_overrides_parse_toml_values():
-    d = apply_overrides({}, ["train.lr=3e-4", "sample.solver=heun", "eval.nfe=[1, 4]", "model.attention=true"])
+    d = apply_overrides(
+        {}, ["train.lr=3e-4", "sample.solver=heun", "eval.nfe=[1, 4]", "model.attention=true"]
+    )
     cfg = from_dict(RunConfig, d)
     assert cfg.train.lr == 3e-4 and cfg.sample.solver == "heun"
     assert cfg.eval.nfe == (1, 4) and cfg.model.attention is True
@@ -62,7 +64,11 @@ def test_overrides_parse_toml_values():
 
 @pytest.mark.parametrize(
     ("item", "match"),
-    [("train.lr", "key=value"), ("lr=1", "section.field"), ("nope.x=1", "unknown config section 'nope'")],
+    [
+        ("train.lr", "key=value"),
+        ("lr=1", "section.field"),
+        ("nope.x=1", "unknown config section 'nope'"),
+    ],
 )
 def test_bad_overrides(item, match):
     with pytest.raises(ConfigError, match=match):

@@ -56,10 +56,10 @@ def build_coupling(cfg: CouplingCfg) -> Coupling:
     )
 
     if cfg.kind == "exact_ot":
-        return ExactOTCoupling()
+        return ExactOTCoupling(solver=cfg.solver)
     if cfg.kind == "class_ot":
-        return ClassConditionalOTCoupling()
-    return SinkhornCoupling(reg=cfg.reg)
+        return ClassConditionalOTCoupling(solver=cfg.solver)
+    return SinkhornCoupling(reg=cfg.reg, solver=cfg.solver)
 
 
 def build_time_sampler(cfg: TimeCfg) -> TimeSampler:

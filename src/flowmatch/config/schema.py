@@ -73,7 +73,9 @@ class CouplingCfg:
     """How source and data samples are paired in a batch."""
 
     kind: Literal["independent", "exact_ot", "class_ot", "sinkhorn"] = "independent"
-    reg: float = 0.05  # sinkhorn only: entropic regularisation
+    reg: float = 0.05  # sinkhorn only: entropic regularisation, relative to the mean cost
+    # Exact assignment solver: "auction" (compiled, fastest) or "scipy" (the reference).
+    solver: Literal["auction", "scipy"] = "auction"
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ float64, which avoids the cancellation of the expanded form and any ``(B, B, D)`
 
 from __future__ import annotations
 
-import logging
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -36,8 +36,6 @@ from flowmatch.utils.checks import (
     check_same_batch,
 )
 
-logger = logging.getLogger(__name__)
-
 _NONFINITE_HINT = (
     "the OT cost needs finite samples; check the data and the source for NaN/inf "
     "(or values so large that squared distances overflow)"
@@ -48,6 +46,10 @@ def _check_pair(x0: Tensor, x1: Tensor) -> None:
     check_batch(x0, "x0")
     check_batch(x1, "x1")
     check_same_batch(x0, x1)
+
+
+def _check_solver(solver: str) -> AssignmentSolver:
+    return cast(AssignmentSolver, check_in_choices(solver, ASSIGNMENT_SOLVERS, "solver"))
 
 
 def _neg_inner(x0: Tensor, x1: Tensor) -> Tensor:
@@ -98,7 +100,7 @@ class ExactOTCoupling(Coupling):
     name = "exact_ot"
 
     def __init__(self, *, solver: AssignmentSolver = "auction") -> None:
-        self.solver: AssignmentSolver = check_in_choices(solver, ASSIGNMENT_SOLVERS, "solver")  # type: ignore[assignment]
+        self.solver = _check_solver(solver)
 
     def permutation(
         self,
@@ -158,7 +160,7 @@ class ClassConditionalOTCoupling(Coupling):
     uses_labels = True
 
     def __init__(self, *, solver: AssignmentSolver = "auction") -> None:
-        self.solver: AssignmentSolver = check_in_choices(solver, ASSIGNMENT_SOLVERS, "solver")  # type: ignore[assignment]
+        self.solver = _check_solver(solver)
 
     def permutation(
         self,
@@ -257,7 +259,7 @@ class SinkhornCoupling(Coupling):
         self.reg = check_positive_float(reg, "reg")
         self.num_iters = check_positive_int(num_iters, "num_iters")
         self.tol = check_positive_float(tol, "tol")
-        self.solver: AssignmentSolver = check_in_choices(solver, ASSIGNMENT_SOLVERS, "solver")  # type: ignore[assignment]
+        self.solver = _check_solver(solver)
 
     def _epsilon(self, x0: Tensor, x1: Tensor) -> float:
         # mean_ij |x0_i - x1_j|^2 = mean|x0|^2 + mean|x1|^2 - 2 <mean x0, mean x1>, exactly.
