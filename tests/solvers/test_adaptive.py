@@ -236,3 +236,27 @@ def test_against_torchdiffeq():
     print("total NFE", total, "mean log10(err/tol)", log_ratio)
     assert total["ours"] <= total["torchdiffeq"], total
     assert log_ratio["ours"] <= log_ratio["torchdiffeq"], log_ratio
+
+
+@pytest.mark.parametrize("estimator", ["shampine", "dormand_prince"])
+def test_both_error_estimators_meet_the_tolerance(estimator):
+    from flowmatch.solvers import Dopri5, solve
+    from flowmatch.times import make_grid
+    from oracles import linear_system
+
+    field, y0, exact = linear_system(dim=6, seed=3)
+    tol = 1e-7
+    sol = solve(
+        field, y0, make_grid("uniform", 1, dtype=y0.dtype), Dopri5(tol, tol, estimator=estimator)
+    )
+    # Global error of a tolerance-controlled solve stays within a small multiple of the
+    # tolerance scale atol + rtol * |y| (here |y| = O(1): bound 100 * 2 * tol).
+    assert float((sol.x - exact).abs().max()) < 100 * 2 * tol
+    assert sol.nfe > 0
+
+
+def test_unknown_estimator_is_rejected():
+    from flowmatch.solvers import Dopri5
+
+    with pytest.raises(ValueError, match="unknown estimator 'rk45'"):
+        Dopri5(estimator="rk45")  # type: ignore[arg-type]

@@ -227,3 +227,16 @@ def test_gaussian_oracle_trajectory_follows_exact_flow():
     assert sol.trajectory is not None and sol.trajectory.shape == (65, 2, 2)
     # RK4 with 64 steps: error ~ h^4 ~ 1e-7 on this grid.
     torch.testing.assert_close(sol.trajectory, exact, rtol=0, atol=1e-6)
+
+
+def test_shampine_embedded_weights_are_fourth_order():
+    # b_hat = b - b_err for Shampine's estimator satisfies all conditions up to order 4 and
+    # differs from the Dormand-Prince embedded solution (else it would be no alternative).
+    from flowmatch.solvers.tableaus import DOPRI5, DOPRI5_SHAMPINE_ERR
+
+    b_hat = tuple(b - e for b, e in zip(DOPRI5.b, DOPRI5_SHAMPINE_ERR, strict=True))
+    residuals = _order_conditions(DOPRI5, b_hat)
+    for p in range(1, 5):
+        assert all(abs(r) < 1e-14 for r in residuals[p]), (p, residuals[p])
+    assert sum(DOPRI5_SHAMPINE_ERR) == pytest.approx(0.0, abs=1e-15)
+    assert max(abs(a - b) for a, b in zip(DOPRI5_SHAMPINE_ERR, DOPRI5.b_err, strict=True)) > 1e-3

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from flowmatch.interfaces import Cond, VelocityField
 from flowmatch.solvers.base import AdaptiveSolver, AdaptiveStats, ODESolver
-from flowmatch.times.grids import check_grid
+from flowmatch.times.grids import grid_values
 from flowmatch.utils.checks import check_batch, check_finite, check_positive_int
 
 
@@ -79,12 +79,11 @@ def solve(
             f"field must be callable (x, t, cond) -> (B, *D), got {type(field).__name__}"
         )
     check_batch(x, "x")
-    check_grid(grid)
     if not isinstance(solver, ODESolver | AdaptiveSolver):
         raise TypeError(
             f"solver must be an ODESolver or AdaptiveSolver, got {type(solver).__name__}"
         )
-    times = grid.tolist()  # one host copy of the grid; the loop below never syncs
+    times = grid_values(grid)  # validated on one host copy; the loop below never syncs
     states = [x] if save_trajectory else None
     stats = AdaptiveStats()
     for t, t_next in zip(times[:-1], times[1:], strict=True):

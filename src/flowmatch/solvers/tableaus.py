@@ -66,4 +66,21 @@ DOPRI5 = ButcherTableau(
     b_err=tuple(b - bh for b, bh in zip(_DP_B, _DP_B_HAT, strict=True)),
 )
 
+# Shampine (1986), "Some practical Runge-Kutta formulas", Math. Comp. 46: an alternative
+# 4th-order embedded solution for the same Dormand-Prince stages. Its error estimate is
+# smaller for smooth problems, so a controller accepts larger steps at the same tolerance
+# (the estimator torchdiffeq's dopri5 uses). Stored as b - b_hat, like ``b_err``.
+_SHAMPINE_B_HAT = (
+    1951 / 21600,
+    0.0,
+    22642 / 50085,
+    451 / 720,
+    -12231 / 42400,
+    649 / 6300,
+    1 / 60,
+)
+DOPRI5_SHAMPINE_ERR: tuple[float, ...] = tuple(
+    b - bh for b, bh in zip(_DP_B, _SHAMPINE_B_HAT, strict=True)
+)
+
 TABLEAUS: dict[str, ButcherTableau] = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, DOPRI5)}

@@ -6,6 +6,7 @@ Solvers integrate over any strictly monotone grid; a decreasing grid integrates 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,33 @@ from torch import Tensor
 from flowmatch.utils.checks import check_in_choices, check_positive_float, check_positive_int
 
 GRIDS: tuple[str, ...] = ("uniform", "shifted")
+
+
+def grid_values(grid: Tensor, *, name: str = "grid", full: bool = False) -> list[float]:
+    """Validate a grid like ``check_grid`` and return its times as Python floats.
+
+    The checks run on one host copy of the grid (a single device read), which keeps the fixed
+    cost of a short solve small.
+    """
+    if not isinstance(grid, Tensor):
+        raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(grid).__name__}")
+    if not grid.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {grid.dtype}")
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
+    values = grid.tolist()
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must hold finite floats, got {values}")
+    pairs = list(zip(values[:-1], values[1:], strict=True))
+    if not (all(a < b for a, b in pairs) or all(a > b for a, b in pairs)):
+        raise ValueError(f"{name} must be strictly monotone; got {values}")
+    if min(values) < 0 or max(values) > 1:
+        raise ValueError(f"{name} must lie in [0, 1]; got {values}")
+    if full and {values[0], values[-1]} != {0.0, 1.0}:
+        raise ValueError(
+            f"{name} must include both endpoints 0 and 1; got first={values[0]}, last={values[-1]}"
+        )
+    return values
 
 
 def check_grid(grid: Tensor, *, name: str = "grid", full: bool = False) -> Tensor:
@@ -32,24 +60,7 @@ def check_grid(grid: Tensor, *, name: str = "grid", full: bool = False) -> Tenso
         ValueError: if it is not 1-D with >= 2 finite, strictly monotone times in ``[0, 1]``
             (or lacks an endpoint when ``full``).
     """
-    if not isinstance(grid, Tensor):
-        raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(grid).__name__}")
-    if not grid.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {grid.dtype}")
-    if grid.ndim != 1 or grid.numel() < 2:
-        raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
-    if not bool(torch.isfinite(grid).all()):
-        raise ValueError(f"{name} must hold finite floats, got {grid.tolist()}")
-    diffs = grid[1:] - grid[:-1]
-    if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
-        raise ValueError(f"{name} must be strictly monotone; got {grid.tolist()}")
-    if float(grid.min()) < 0 or float(grid.max()) > 1:
-        raise ValueError(f"{name} must lie in [0, 1]; got {grid.tolist()}")
-    if full and {float(grid[0]), float(grid[-1])} != {0.0, 1.0}:
-        raise ValueError(
-            f"{name} must include both endpoints 0 and 1; got first={float(grid[0])}, "
-            f"last={float(grid[-1])}"
-        )
+    grid_values(grid, name=name, full=full)
     return grid
 
 
