@@ -169,7 +169,9 @@ def test_non_finite_field_raises():
 
 
 def test_repr():
-    assert repr(Dopri5(1e-4, 1e-6)) == "Dopri5(atol=0.0001, rtol=1e-06, max_steps=10000)"
+    assert repr(Dopri5(1e-4, 1e-6)) == (
+        "Dopri5(atol=0.0001, rtol=1e-06, max_steps=10000, estimator='shampine')"
+    )
 
 
 @pytest.mark.parametrize(
