@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,8 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         """Return ``(B, dim)`` features of ``t`` ``(B,)``."""
-        args = t.to(self.freqs.dtype)[:, None] * self.freqs[None]
+        freqs = typing.cast(Tensor, self.freqs)  # a registered buffer
+        args = t.to(freqs.dtype)[:, None] * freqs[None]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=1).to(t.dtype)
 
 

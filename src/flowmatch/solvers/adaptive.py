@@ -80,7 +80,9 @@ class Dopri5(AdaptiveSolver):
         self.dfactor = check_positive_float(dfactor, "dfactor")
         check_in_choices(estimator, ("shampine", "dormand_prince"), "estimator")
         self.estimator = estimator
-        self._b_err = DOPRI5_SHAMPINE_ERR if estimator == "shampine" else DOPRI5.b_err
+        b_err = DOPRI5_SHAMPINE_ERR if estimator == "shampine" else DOPRI5.b_err
+        assert b_err is not None  # DOPRI5 is an embedded pair (internal invariant)
+        self._b_err: tuple[float, ...] = b_err
         if not self.dfactor < 1 < self.ifactor:
             raise ValueError(
                 f"need dfactor < 1 < ifactor, got dfactor={dfactor}, ifactor={ifactor}"
