@@ -147,6 +147,9 @@ def test_eval_table_json_plot(run_dir, capsys):
     ]
     assert all(r["w2"] > 0 for r in report["rows"])
     assert (run_dir / "eval.png").exists()
+    # A 2-D run also reports held-out NLL (finite) and the straightness of the flow (>= 0).
+    assert np.isfinite(report["nll"]) and report["straightness"] >= 0
+    assert "held-out NLL" in out
 
 
 def test_resume_continues(run_dir, tmp_path):

@@ -235,6 +235,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 ]
             )
         )
+    if "nll" in report:
+        print(
+            f"held-out NLL {report['nll']:.4f} nats/sample (dopri5, exact divergence); "
+            f"straightness {report['straightness']:.4g}"
+        )
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps(report, indent=2))
     written = [str(out)]
