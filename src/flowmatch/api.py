@@ -46,7 +46,7 @@ from flowmatch.config.schema import (
 from flowmatch.data.batch import ArrayDataset, Standardizer
 from flowmatch.solvers import solve, steps_for_nfe
 from flowmatch.solvers.base import ODESolver
-from flowmatch.times import make_grid
+from flowmatch.times import custom_grid, make_grid
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.tensor import step_generator
 
@@ -419,6 +419,7 @@ def generate(
     batch_size: int = 4096,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    grid_values: Sequence[float] | None = None,
 ) -> SampleResult:
     """Draw ``num_samples`` samples from a trained run, returned in data space.
 
@@ -436,6 +437,8 @@ def generate(
         batch_size: samples integrated at once.
         atol: dopri5 absolute tolerance.
         rtol: dopri5 relative tolerance.
+        grid_values: a user-given grid (strictly increasing from 0 to 1); replaces ``grid``,
+            and then ``nfe`` must equal ``(len(grid_values) - 1) * stages``.
 
     Returns:
         ``SampleResult`` with samples ``(N, *D)`` in data space.
@@ -453,9 +456,19 @@ def generate(
         field = ClassifierFreeGuidance(run.model, guidance, null_label=run.num_classes)
     device = next(run.model.parameters()).device
     shape = tuple(run.info["data"]["sample_shape"])
-    t_grid = (
-        make_grid(grid, num_steps, shift=shift) if grid == "shifted" else make_grid(grid, num_steps)
-    )
+    if grid_values is not None:
+        t_grid = custom_grid(grid_values)
+        if float(t_grid[0]) != 0.0:
+            raise ValueError(f"grid_values must increase from 0 to 1, got {list(grid_values)}")
+        if isinstance(slv, ODESolver) and len(t_grid) - 1 != num_steps:
+            raise ValueError(
+                f"grid_values has {len(t_grid) - 1} steps but nfe={nfe} means {num_steps} "
+                f"{solver} steps; pass nfe={(len(t_grid) - 1) * slv.stages}"
+            )
+    elif grid == "shifted":
+        t_grid = make_grid(grid, num_steps, shift=shift)
+    else:
+        t_grid = make_grid(grid, num_steps)
     noise = source_noise(num_samples, shape, seed=seed, device=device)
     out, total_nfe = [], 0
     start = time.perf_counter()

@@ -264,3 +264,26 @@ def test_periodic_eval_and_snapshots(tmp_path):
         "step_0000010.png",
         "step_0000020.png",
     ]
+
+
+def test_sample_custom_grid(run_dir, tmp_path, capsys):
+    out = tmp_path / "g.npz"
+    argv = [
+        "sample",
+        str(run_dir),
+        "--num-samples",
+        "10",
+        "--solver",
+        "heun",
+        "--grid-values",
+        "0,0.5,0.8,1",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "NFE 6" in capsys.readouterr().out  # 3 Heun steps
+    assert main([*argv[:-2], "--nfe", "4", "--out", str(out)]) == 2
+    assert "grid_values has 3 steps" in capsys.readouterr().err
+    bad = ["sample", str(run_dir), "--grid-values", "0,0.7,0.5,1", "--out", str(out)]
+    assert main(bad) == 2
+    assert "strictly monotone" in capsys.readouterr().err
