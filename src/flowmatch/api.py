@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from flowmatch.config.build import (
@@ -47,6 +45,7 @@ from flowmatch.data.batch import ArrayDataset, Standardizer
 from flowmatch.solvers import solve, steps_for_nfe
 from flowmatch.solvers.base import ODESolver
 from flowmatch.times import custom_grid, make_grid
+from flowmatch.train.checkpoint import atomic_write_text, load_checkpoint
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.tensor import step_generator
 
@@ -100,15 +99,6 @@ def load_data(cfg: DataCfg) -> tuple[ArrayDataset, ArrayDataset]:
         standardize=cfg.standardize,
         label_column=cfg.label_column,
     )
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _data_info(ds: ArrayDataset) -> dict[str, Any]:
@@ -165,13 +155,13 @@ def train_run(
         )
     if not conditional and train_ds.labels is not None:
         train_ds = without_labels(train_ds)
-    model = build_model(cfg.model, train_ds)
     null = train_ds.num_classes if conditional else None
+    model = build_model(cfg.model, train_ds.sample_shape, num_classes=null)
     objective = build_objective(cfg, null_label=null)
     run_config = {"config": to_dict(cfg), "data": _data_info(train_ds)}
     rank = _rank()
     if rank == 0:
-        _write_json_atomic(out / "config.json", run_config)
+        atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))
     eval_fn = None
     if cfg.train.eval_every > 0 and test_ds is not None:
         eval_fn = _periodic_eval(cfg, run_config, test_ds, out, null)
@@ -319,16 +309,6 @@ class Run:
         return self.standardizer.inverse(x)
 
 
-def find_checkpoint(run_dir: str | Path) -> Path:
-    """The latest complete checkpoint directory of a run."""
-    from flowmatch.train.checkpoint import latest_checkpoint
-
-    ckpt = latest_checkpoint(Path(run_dir))
-    if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint found in {str(Path(run_dir) / 'checkpoints')!r}")
-    return ckpt
-
-
 def load_run(
     run_dir: str | Path,
     *,
@@ -336,46 +316,34 @@ def load_run(
     use_ema: bool = True,
     device: str | torch.device = "cpu",
 ) -> Run:
-    """Load a trained model (EMA weights when available and ``use_ema``)."""
+    """Load a trained model (EMA weights when available and ``use_ema``).
+
+    Args:
+        run_dir: the run directory (holds ``config.json``).
+        checkpoint: a ``step_XXXXXXX`` directory; default the run's latest checkpoint.
+        use_ema: load the EMA weights if the run kept them.
+        device: where to put the model.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or no checkpoint (the message names the path).
+        CheckpointError: a checkpoint file is corrupt (size/sha256 mismatch, bad header).
+    """
     info = read_run_info(run_dir)
     cfg = from_dict(RunConfig, info["config"])
     data = info["data"]
-    shape = tuple(data["sample_shape"])
+    # Labels are kept in the run's data description only when the model was conditional.
     num_classes = data["num_classes"] if data["labelled"] else None
-    stub = ArrayDataset(
-        torch.zeros((1, *shape)),
-        None if num_classes is None else torch.zeros(1, dtype=torch.long),
-        num_classes,
-        name=data["name"],
-    )
-    model = build_model(cfg.model, stub)
-    ckpt = Path(checkpoint) if checkpoint is not None else find_checkpoint(run_dir)
-    weights = ckpt / (
-        "ema.safetensors"
-        if use_ema and (ckpt / "ema.safetensors").is_file()
-        else "model.safetensors"
-    )
-    if not weights.is_file():
-        raise FileNotFoundError(f"checkpoint file {str(weights)!r} is missing")
-    try:
-        state = load_file(str(weights))
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"checkpoint file {str(weights)!r} is corrupt: {e}") from e
-    model.load_state_dict(state)
+    model = build_model(cfg.model, tuple(data["sample_shape"]), num_classes=num_classes)
+    ckpt = load_checkpoint(checkpoint if checkpoint is not None else run_dir)
+    model.load_state_dict(ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model)
     model.to(device).eval()
-    step = (
-        json.loads((ckpt / "state.json").read_text()).get("step", 0)
-        if (ckpt / "state.json").is_file()
-        else 0
-    )
-    cond_model = is_conditional(cfg.model, stub)
     return Run(
         model,
         cfg,
         Standardizer.from_dict(data["standardizer"]),
-        num_classes if cond_model else None,
-        int(step),
-        ckpt,
+        num_classes,
+        ckpt.step,
+        ckpt.path,
         info,
     )
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from flowmatch.config.build import build_model, build_objective, build_solver
+from flowmatch.config.build import build_model, build_objective, build_solver, is_conditional
 from flowmatch.config.schema import (
     ConfigError,
     RunConfig,
@@ -89,7 +89,8 @@ def test_builders():
 
     ds = ArrayDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1]), 3)
     cfg = from_dict(RunConfig, {"model": {"base_channels": 8}})
-    model = build_model(cfg.model, ds)
+    assert is_conditional(cfg.model, ds)
+    model = build_model(cfg.model, ds.sample_shape, num_classes=ds.num_classes)
     assert model(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 3])).shape == (2, 1, 8, 8)
     obj = build_objective(cfg, null_label=3)
     assert obj.cond_dropout == cfg.objective.cond_dropout and obj.null_label == 3
@@ -99,6 +100,7 @@ def test_builders():
         build_solver("rk45")
     flat = ArrayDataset(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="needs image data"):
-        build_model(from_dict(RunConfig, {"model": {"kind": "unet"}}).model, flat)
+        build_model(from_dict(RunConfig, {"model": {"kind": "unet"}}).model, flat.sample_shape)
     with pytest.raises(ValueError, match="has no labels"):
-        build_model(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
+        is_conditional(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
+    assert not is_conditional(from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds)

@@ -308,8 +308,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"model:      {cfg['model']['kind']}, path {cfg['path']['schedule']} ({cfg['path']['prediction']}-prediction), "
         f"coupling {cfg['coupling']['kind']}, time {cfg['time']['sampler']}"
     )
-    ckdir = Path(args.run_dir) / "checkpoints"
-    ckpts = sorted(p.name for p in ckdir.glob("step_*")) if ckdir.is_dir() else []
+    from flowmatch.train.checkpoint import list_checkpoints
+
+    ckpts = [p.name for p in list_checkpoints(args.run_dir)]
     print(f"checkpoints: {', '.join(ckpts) if ckpts else 'none'}")
     mfile = Path(args.run_dir) / "metrics.jsonl"
     if mfile.is_file():

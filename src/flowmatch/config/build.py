@@ -79,31 +79,37 @@ def is_conditional(cfg: ModelCfg, dataset: ArrayDataset) -> bool:
     return dataset.labels is not None and cfg.conditional != "no"
 
 
-def build_model(cfg: ModelCfg, dataset: ArrayDataset) -> nn.Module:
-    """The velocity network for ``dataset``'s sample shape."""
-    shape = dataset.sample_shape
-    num_classes = dataset.num_classes if is_conditional(cfg, dataset) else None
+def build_model(
+    cfg: ModelCfg, sample_shape: tuple[int, ...], *, num_classes: int | None = None
+) -> nn.Module:
+    """The velocity network for samples of shape ``sample_shape`` ``D``.
+
+    Args:
+        cfg: the model section.
+        sample_shape: shape of one sample, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        num_classes: classes of a conditional model (see ``is_conditional``), else ``None``.
+    """
     kind = cfg.kind
     if kind == "auto":
-        kind = "unet" if len(shape) == 3 else "mlp"
+        kind = "unet" if len(sample_shape) == 3 else "mlp"
     if kind == "mlp":
         from flowmatch.models import MLP
 
         dim = 1
-        for s in shape:
+        for s in sample_shape:
             dim *= s
         return MLP(
             dim, hidden=cfg.hidden, depth=cfg.depth, time_dim=cfg.time_dim, num_classes=num_classes
         )
-    if len(shape) != 3:
+    if len(sample_shape) != 3:
         raise ValueError(
-            f"model.kind='unet' needs image data (C, H, W), got samples of shape {shape}"
+            f"model.kind='unet' needs image data (C, H, W), got samples of shape {sample_shape}"
         )
     from flowmatch.models.unet import UNet
 
     return UNet(
-        shape[0],
-        image_size=shape[1],
+        sample_shape[0],
+        image_size=sample_shape[1],
         base_channels=cfg.base_channels,
         channel_mults=cfg.channel_mults,
         num_res_blocks=cfg.num_res_blocks,
