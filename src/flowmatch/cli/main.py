@@ -134,10 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--resume continues a run with its stored config; drop --config/--set/--data"
             )
-        cfg, info = api.resume_config(args.resume, steps=args.steps)
-        from flowmatch.config.schema import DataCfg, from_dict
-
-        train_ds, test_ds = api.load_data(from_dict(DataCfg, info["config"]["data"], "data."))
+        cfg, _ = api.resume_config(args.resume, steps=args.steps)
+        train_ds, test_ds = api.load_data(cfg.data)
         out = Path(args.resume)
     else:
         cfg, train_ds, test_ds = api.resolve_config(

@@ -6,7 +6,6 @@ arguments. Unknown keys and type changes are errors; every run writes its resolv
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 import types
 import typing
@@ -287,11 +286,3 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
-    """``dataclasses.replace`` for sections given as dicts of field updates."""
-    updates = {
-        name: dataclasses.replace(getattr(cfg, name), **vals) for name, vals in sections.items()
-    }
-    return dataclasses.replace(cfg, **updates)
