@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from flowmatch.data.files import load_array_file, load_csv, load_image_folder
+from flowmatch.data.files import (
+    CsvTable,
+    ImageFolder,
+    load_array_file,
+    load_csv,
+    load_image_folder,
+    read_csv_table,
+    read_image_folder,
+)
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -149,6 +157,15 @@ def test_csv_with_header_and_labels(tmp_path):
     assert labels.dtype == torch.int64 and labels.tolist() == [0, 2, 1]
 
 
+def test_read_csv_table_keeps_feature_column_names(tmp_path):
+    path = _csv(tmp_path, "a,y,b\n1,1,2\n3,0,4\n")
+    table = read_csv_table(path, label_column="y")
+    assert isinstance(table, CsvTable) and table.columns == ["a", "b"]
+    x, labels = load_csv(path, label_column="y")  # the public loader is the same read
+    assert torch.equal(table.x, x) and torch.equal(table.labels, labels)
+    assert read_csv_table(_csv(tmp_path, "1,2\n")).columns == ["column 0", "column 1"]
+
+
 def test_csv_label_column_in_the_middle(tmp_path):
     x, labels = load_csv(_csv(tmp_path, "a,y,b\n1,1,2\n3,0.0,4\n"), label_column="y")
     assert x.tolist() == [[1.0, 2.0], [3.0, 4.0]] and labels.tolist() == [1, 0]
@@ -266,6 +283,17 @@ def test_class_subfolders(tmp_path):
     assert x.shape == (3, 1, 2, 2)
     assert labels.dtype == torch.int64 and labels.tolist() == [0, 0, 1]  # cat = 0, dog = 1
     assert torch.allclose(x[:, 0, 0, 0], torch.tensor([20, 30, 10]) / 127.5 - 1)
+
+
+def test_read_image_folder_keeps_class_names(tmp_path):
+    _img(tmp_path / "dog" / "1.png", "L", (2, 2), 10)
+    _img(tmp_path / "cat" / "1.png", "L", (2, 2), 20)
+    folder = read_image_folder(tmp_path)
+    assert isinstance(folder, ImageFolder) and folder.class_names == ["cat", "dog"]
+    assert folder.labels.tolist() == [0, 1] and folder.x.shape == (2, 1, 2, 2)
+    _img(tmp_path / "flat" / "a.png", "L", (2, 2), 10)
+    flat = read_image_folder(tmp_path / "flat")
+    assert flat.class_names == [] and flat.labels is None
 
 
 def test_grayscale_flag_converts_mixed_modes(tmp_path):

@@ -86,6 +86,11 @@ def test_label_errors() -> None:
         net(x, t, torch.zeros(3, 1, dtype=torch.long))
     with pytest.raises(TypeError, match="integer tensor, got dtype torch.float32"):
         net(x, t, torch.zeros(3))
+    # Ids 0..3 are valid (3 = num_classes is the null label); the message gives the range seen.
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\] .* got values in \[-1, 2\]"):
+        net(x, t, torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match=r"got values in \[0, 4\]"):
+        net(x, t, torch.tensor([4, 0, 3], dtype=torch.int32))
 
 
 def test_feature_size_error() -> None:

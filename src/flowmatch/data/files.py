@@ -23,9 +23,13 @@ if TYPE_CHECKING:  # Pillow is an optional dependency, imported where images are
 __all__ = [
     "ARRAY_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "CsvTable",
+    "ImageFolder",
     "load_array_file",
     "load_csv",
     "load_image_folder",
+    "read_csv_table",
+    "read_image_folder",
 ]
 
 #: File suffixes read by :func:`load_array_file`.
@@ -39,10 +43,17 @@ _LABEL_KEYS = ("labels", "y")
 _NATIVE_MODES = {"1": 1, "L": 1, "RGB": 3, "RGBA": 4}
 
 
-def _as_path(path: str | os.PathLike[str], name: str = "path") -> Path:
+def _as_path(path: str | os.PathLike[str]) -> Path:
     if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return Path(path)
+
+
+def _existing(p: Path, *, folder: bool) -> Path:
+    """Raise ``ValueError`` unless ``p`` is an existing file (or folder); return it."""
+    if not (p.is_dir() if folder else p.is_file()):
+        raise ValueError(f"no such {'folder' if folder else 'file'}: {str(p)!r}")
+    return p
 
 
 def _check_finite_array(x: np.ndarray, what: str) -> None:
@@ -128,8 +139,7 @@ def load_array_file(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor | None
     suffix = p.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
         raise ValueError(f"path {str(p)!r} must end in one of {list(ARRAY_SUFFIXES)}")
-    if not p.is_file():
-        raise ValueError(f"no such file: {str(p)!r}")
+    _existing(p, folder=False)
     try:
         loaded = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as err:
@@ -165,7 +175,15 @@ def load_array_file(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor | None
 
 
 @dataclass(frozen=True)
-class _Table:
+class CsvTable:
+    """A CSV file read by :func:`read_csv_table`.
+
+    Attributes:
+        x: features, float32 ``(N, F)``.
+        labels: int64 ``(N,)`` class labels (from ``label_column``) or ``None``.
+        columns: the ``F`` feature column names, in file order (``"column i"`` without header).
+    """
+
     x: Tensor
     labels: Tensor | None
     columns: list[str]
@@ -203,12 +221,23 @@ def _parse_column(
     return np.asarray(parsed, dtype=np.float64)
 
 
-def _read_csv(path: str | os.PathLike[str], label_column: str | None) -> _Table:
+def read_csv_table(path: str | os.PathLike[str], *, label_column: str | None = None) -> CsvTable:
+    """Read a CSV file like :func:`load_csv`, keeping the feature column names.
+
+    Args:
+        path: the ``.csv`` file.
+        label_column: header name of the label column, or ``None`` for unlabelled data.
+
+    Returns:
+        A :class:`CsvTable` ``(x, labels, columns)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`load_csv`.
+    """
     p = _as_path(path)
     if label_column is not None and not isinstance(label_column, str):
         raise TypeError(f"label_column must be a str or None, got {type(label_column).__name__}")
-    if not p.is_file():
-        raise ValueError(f"no such file: {str(p)!r}")
+    _existing(p, folder=False)
     with p.open(newline="") as f:
         # Keep the 1-based file line of every row so errors can point at it; skip blank rows.
         rows = [(i + 1, row) for i, row in enumerate(csv.reader(f)) if any(c.strip() for c in row)]
@@ -258,7 +287,7 @@ def _read_csv(path: str | os.PathLike[str], label_column: str | None) -> _Table:
                 f"label >= 0, got {raw[k]!r}"
             )
         labels = torch.from_numpy(y.astype(np.int64))
-    return _Table(x, labels, [columns[i] for i in feature_idx])
+    return CsvTable(x, labels, [columns[i] for i in feature_idx])
 
 
 def load_csv(
@@ -295,12 +324,20 @@ def load_csv(
         >>> x.tolist(), y.tolist()
         ([[1.0, 2.0], [3.0, 4.0]], [0, 1])
     """
-    table = _read_csv(path, label_column)
+    table = read_csv_table(path, label_column=label_column)
     return table.x, table.labels
 
 
 @dataclass(frozen=True)
-class _ImageFolder:
+class ImageFolder:
+    """A folder of images read by :func:`read_image_folder`.
+
+    Attributes:
+        x: images, float32 ``(N, C, H, W)`` in ``[-1, 1]``.
+        labels: int64 ``(N,)`` class indices (subfolder layout) or ``None``.
+        class_names: the subfolder name of each class ``0..K-1`` (empty when unlabelled).
+    """
+
     x: Tensor
     labels: Tensor | None
     class_names: list[str]
@@ -336,12 +373,26 @@ def _open_image(file: Path, grayscale: bool | None) -> PILImage:
         raise ValueError(f"cannot read image {file}: {err}") from err
 
 
-def _read_image_folder(path: str | os.PathLike[str], grayscale: bool | None) -> _ImageFolder:
+def read_image_folder(
+    path: str | os.PathLike[str], *, grayscale: bool | None = None
+) -> ImageFolder:
+    """Read a folder of images like :func:`load_image_folder`, keeping the class names.
+
+    Args:
+        path: the folder.
+        grayscale: ``None`` keeps the images' own mode, ``True``/``False`` converts to
+            ``"L"``/``"RGB"``.
+
+    Returns:
+        An :class:`ImageFolder` ``(x, labels, class_names)``.
+
+    Raises:
+        TypeError, ImportError, ValueError: as :func:`load_image_folder`.
+    """
     folder = _as_path(path)
     if grayscale is not None and not isinstance(grayscale, bool):
         raise TypeError(f"grayscale must be True, False or None, got {grayscale!r}")
-    if not folder.is_dir():
-        raise ValueError(f"no such folder: {str(folder)!r}")
+    _existing(folder, folder=True)
     try:
         import PIL  # noqa: F401
     except ImportError as err:
@@ -382,7 +433,7 @@ def _read_image_folder(path: str | os.PathLike[str], grayscale: bool | None) -> 
     if stack.ndim == 3:
         stack = stack[..., None]
     x = torch.from_numpy(stack).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
-    return _ImageFolder(x.contiguous(), labels, class_names)
+    return ImageFolder(x.contiguous(), labels, class_names)
 
 
 def load_image_folder(
@@ -418,5 +469,5 @@ def load_image_folder(
             unreadable images, an unsupported mode with ``grayscale=None``, or two images of
             different size or mode (both files are named with their sizes).
     """
-    folder = _read_image_folder(path, grayscale)
+    folder = read_image_folder(path, grayscale=grayscale)
     return folder.x, folder.labels

@@ -19,12 +19,7 @@ from torch import Tensor
 
 from flowmatch.data.batch import ArrayDataset, Standardizer
 from flowmatch.data.digits import DIGITS_NUM_CLASSES, digits_split_indices, load_digits
-from flowmatch.data.files import (
-    ARRAY_SUFFIXES,
-    _read_csv,
-    _read_image_folder,
-    load_array_file,
-)
+from flowmatch.data.files import ARRAY_SUFFIXES, load_array_file, read_csv_table, read_image_folder
 from flowmatch.data.toy import TOY_DATASETS, TOY_NUM_CLASSES, sample_toy
 from flowmatch.utils.checks import check_in_choices, check_positive_int
 from flowmatch.utils.tensor import step_generator
@@ -167,10 +162,10 @@ def _user_file(
         )
     meta: dict = {}
     if p.is_dir():
-        folder = _read_image_folder(p, None)
+        folder = read_image_folder(p)
         x, labels, kind, meta["class_names"] = folder.x, folder.labels, "image", folder.class_names
     elif suffix == ".csv":
-        table = _read_csv(p, label_column)
+        table = read_csv_table(p, label_column=label_column)
         x, labels, kind, meta["columns"] = table.x, table.labels, "tabular", table.columns
     elif suffix in ARRAY_SUFFIXES:
         x, labels = load_array_file(p)

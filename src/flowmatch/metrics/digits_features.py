@@ -75,7 +75,7 @@ def _load_split(settings: _Settings) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def _flatten_digits(x: Tensor, name: str = "x") -> Tensor:
     """Check ``(N, 1, 8, 8)`` or ``(N, 64)`` floating input; return ``(N, 64)``."""
     check_tensor(x, name)
-    if x.ndim < 1 or x.shape[1:] not in ((1, 8, 8), (NUM_PIXELS,)):
+    if x.shape[1:] not in ((1, 8, 8), (NUM_PIXELS,)):
         raise ValueError(f"{name} must have shape (N, 1, 8, 8) or (N, 64), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowmatch.metrics.wasserstein import _as_sample_pair, _as_samples
+from flowmatch.metrics._samples import as_sample_pair, as_samples
 from flowmatch.utils.checks import check_tensor
 
 # Eigenvalues of a covariance below -_PSD_RTOL * (largest |eigenvalue|) mean the matrix is
@@ -33,7 +33,7 @@ def gaussian_moments(feat: Tensor) -> tuple[Tensor, Tensor]:
         TypeError: if ``feat`` is not a floating tensor.
         ValueError: for a bad shape, NaN/inf, or ``N < 2``.
     """
-    return _moments(_as_samples(feat, "feat"), "feat")
+    return _moments(as_samples(feat, "feat"), "feat")
 
 
 def _moments(f: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -139,7 +139,7 @@ def frechet_distance(feat_x: Tensor, feat_y: Tensor) -> float:
         >>> frechet_distance(f, f) < 1e-12, round(frechet_distance(f, f + 3.0), 6)
         (True, 36.0)
     """
-    a, b = _as_sample_pair(feat_x, feat_y, ("feat_x", "feat_y"))
+    a, b = as_sample_pair(feat_x, feat_y, ("feat_x", "feat_y"))
     mu_x, cov_x = _moments(a, "feat_x")
     mu_y, cov_y = _moments(b, "feat_y")
     return frechet_distance_from_moments(mu_x, cov_x, mu_y, cov_y)

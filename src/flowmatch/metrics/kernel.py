@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowmatch.metrics.wasserstein import _as_sample_pair
+from flowmatch.metrics._samples import as_sample_pair
 from flowmatch.utils.checks import check_in_choices, check_positive_float
 
 Estimator = Literal["biased", "unbiased"]
@@ -61,7 +61,11 @@ def median_bandwidth(x: Tensor, y: Tensor) -> float:
         ValueError: for bad shapes/devices, NaN/inf, or a median distance of 0 (more than
             half of the pairs coincide); pass an explicit bandwidth then.
     """
-    a, b = _as_sample_pair(x, y)
+    return _median_distance(*as_sample_pair(x, y))
+
+
+def _median_distance(a: Tensor, b: Tensor) -> float:
+    """:func:`median_bandwidth` on already validated float64 ``(N, D)``, ``(M, D)`` samples."""
     z = torch.cat([a, b])  # >= 2 points: each set holds at least one
     if z.shape[0] > _MEDIAN_POINTS:
         idx = torch.linspace(0, z.shape[0] - 1, _MEDIAN_POINTS, device=z.device).round().long()
@@ -114,10 +118,10 @@ def mmd_rbf(
         >>> mmd_rbf(x, x, estimator="biased"), mmd_rbf(x, y) > 0.5
         (0.0, True)
     """
-    a, b = _as_sample_pair(x, y)
+    a, b = as_sample_pair(x, y)
     check_in_choices(estimator, ESTIMATORS, "estimator")
     h = (
-        median_bandwidth(a, b)
+        _median_distance(a, b)
         if bandwidth is None
         else check_positive_float(bandwidth, "bandwidth")
     )
@@ -170,7 +174,7 @@ def energy_distance(x: Tensor, y: Tensor, *, estimator: Estimator = "biased") ->
         >>> energy_distance(torch.zeros(4, 1), torch.full((3, 1), 2.5))  # 2 |0 - 2.5|
         5.0
     """
-    a, b = _as_sample_pair(x, y)
+    a, b = as_sample_pair(x, y)
     check_in_choices(estimator, ESTIMATORS, "estimator")
     n, m = a.shape[0], b.shape[0]
     if estimator == "unbiased" and min(n, m) < 2:

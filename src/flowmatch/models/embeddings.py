@@ -76,7 +76,7 @@ def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> 
     # The range check reads values; on an accelerator that is a host sync per forward, so it
     # runs on CPU only (there the embedding lookup would otherwise fail with an IndexError).
     if labels.device.type == "cpu" and labels.numel():
-        lo, hi = int(labels.min()), int(labels.max())
+        lo, hi = (int(v) for v in torch.aminmax(labels))
         if lo < 0 or hi > num_classes:
             raise ValueError(
                 f"cond labels must lie in [0, {num_classes}] (num_classes={num_classes}, the last "
