@@ -7,12 +7,24 @@ order, so labels stay attached to their data and both marginals are preserved ex
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from flowmatch.utils.checks import check_same_batch
+
+
+def check_labels(labels: Any, batch_size: int) -> Tensor:
+    """Check ``labels`` is a tensor of shape ``(B,)`` with ``B = batch_size``; return it.
+
+    Raises:
+        ValueError: if ``labels`` is not a tensor or not of shape ``(batch_size,)``.
+    """
+    if not isinstance(labels, Tensor) or labels.shape != (batch_size,):
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a tensor of shape (B,) = ({batch_size},), got {got}")
+    return labels
 
 
 class Coupling(ABC):
@@ -54,10 +66,8 @@ class Coupling(ABC):
             generator: randomness for stochastic couplings.
         """
         check_same_batch(x0, x1)
-        if labels is not None and labels.shape != (x1.shape[0],):
-            raise ValueError(
-                f"labels must have shape (B,) = ({x1.shape[0]},), got {tuple(labels.shape)}"
-            )
+        if labels is not None:
+            check_labels(labels, x1.shape[0])
         perm = self.permutation(x0, x1, labels=labels, generator=generator)
         return x0[perm], x1
 

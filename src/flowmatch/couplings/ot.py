@@ -26,7 +26,7 @@ from flowmatch.couplings.assignment import (
     AssignmentSolver,
     linear_assignment,
 )
-from flowmatch.couplings.base import Coupling
+from flowmatch.couplings.base import Coupling, check_labels
 from flowmatch.utils.checks import (
     check_batch,
     check_finite,
@@ -42,25 +42,32 @@ _NONFINITE_HINT = (
 )
 
 
-def _check_pair(x0: Tensor, x1: Tensor) -> None:
+def _flat64(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate a pair ``(B, *D)`` and return it as detached float64 CPU ``(B, prod(D))``.
+
+    The one place every coupling here checks and converts its inputs (a no-op copy for
+    contiguous float64 CPU inputs), so each ``permutation``/``plan`` converts only once.
+    """
     check_batch(x0, "x0")
     check_batch(x1, "x1")
     check_same_batch(x0, x1)
+    a0 = x0.detach().reshape(x0.shape[0], -1).to("cpu", torch.float64)
+    a1 = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
+    return a0, a1
 
 
 def _check_solver(solver: str) -> AssignmentSolver:
     return cast(AssignmentSolver, check_in_choices(solver, ASSIGNMENT_SOLVERS, "solver"))
 
 
-def _neg_inner(x0: Tensor, x1: Tensor) -> Tensor:
-    """``M[i, j] = -<x1_i, x0_j>`` ``(B, B)`` in float64 on the CPU (rows: data, cols: sources).
+def _neg_inner(a0: Tensor, a1: Tensor) -> Tensor:
+    """``M[i, j] = -<a1_i, a0_j>`` ``(B, B)`` from the outputs of :func:`_flat64`.
 
-    Same optimal permutations as the squared-Euclidean cost (norms are permutation-invariant),
-    and an assignment of rows to columns is directly the ``perm`` of the Coupling contract.
+    Rows index data, columns sources. Same optimal permutations as the squared-Euclidean
+    cost (norms are permutation-invariant), and an assignment of rows to columns is directly
+    the ``perm`` of the Coupling contract.
     """
-    a = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
-    b = x0.detach().reshape(x0.shape[0], -1).to("cpu", torch.float64)
-    cost = torch.mm(a, b.T).neg_()
+    cost = torch.mm(a1, a0.T).neg_()
     # numpy's isfinite is ~15x faster than torch's on one thread for a 256 x 256 matrix, and
     # this check runs every training step.
     finite = np.isfinite(cost.numpy())
@@ -127,8 +134,7 @@ class ExactOTCoupling(Coupling):
             TypeError: if an input is not a floating tensor.
             FloatingPointError: if the cost matrix has NaN/inf entries.
         """
-        _check_pair(x0, x1)
-        return _solve(_neg_inner(x0, x1), self.solver, x0.device)
+        return _solve(_neg_inner(*_flat64(x0, x1)), self.solver, x0.device)
 
     def __repr__(self) -> str:
         return f"ExactOTCoupling(solver={self.solver!r})"
@@ -186,26 +192,23 @@ class ClassConditionalOTCoupling(Coupling):
             TypeError: if ``labels`` is not an integer tensor or inputs are not floating.
             FloatingPointError: if the cost matrix has NaN/inf entries.
         """
-        _check_pair(x0, x1)
+        a0, a1 = _flat64(x0, x1)
         if labels is None:
             raise ValueError(
                 "ClassConditionalOTCoupling needs labels (B,) to pair within classes, got None; "
                 "use ExactOTCoupling for unlabelled data"
             )
-        if not isinstance(labels, Tensor) or labels.shape != (x1.shape[0],):
-            raise ValueError(
-                f"labels must be a tensor of shape (B,) = ({x1.shape[0]},), got "
-                f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}"
-            )
+        check_labels(labels, x1.shape[0])
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-        cost = _neg_inner(x0, x1)
+        cost = _neg_inner(a0, a1)
         labels_cpu = labels.detach().cpu()
         perm = torch.empty(x1.shape[0], dtype=torch.long)
         # One assignment per class (a loop over classes, never over samples).
         for k in torch.unique(labels_cpu):
             idx = (labels_cpu == k).nonzero().squeeze(1)
-            sub = linear_assignment(cost[idx][:, idx].numpy(), solver=self.solver)
+            # One gather of the (|I_k|, |I_k|) block (cost[idx][:, idx] would copy rows first).
+            sub = linear_assignment(cost[idx[:, None], idx].numpy(), solver=self.solver)
             perm[idx] = idx[torch.from_numpy(sub)]
         return perm.to(x0.device)
 
@@ -261,12 +264,11 @@ class SinkhornCoupling(Coupling):
         self.tol = check_positive_float(tol, "tol")
         self.solver = _check_solver(solver)
 
-    def _epsilon(self, x0: Tensor, x1: Tensor) -> float:
-        # mean_ij |x0_i - x1_j|^2 = mean|x0|^2 + mean|x1|^2 - 2 <mean x0, mean x1>, exactly.
-        a = x0.detach().reshape(x0.shape[0], -1).to("cpu", torch.float64)
-        b = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
+    def _epsilon(self, a0: Tensor, a1: Tensor) -> float:
+        """``reg * mean_ij |a0_i - a1_j|^2`` for the flattened float64 pair of :func:`_flat64`."""
+        # mean_ij |a0_i - a1_j|^2 = mean|a0|^2 + mean|a1|^2 - 2 <mean a0, mean a1>, exactly.
         mean_cost = float(
-            a.pow(2).sum(1).mean() + b.pow(2).sum(1).mean() - 2 * a.mean(0) @ b.mean(0)
+            a0.pow(2).sum(1).mean() + a1.pow(2).sum(1).mean() - 2 * a0.mean(0) @ a1.mean(0)
         )
         if not math.isfinite(mean_cost):
             raise FloatingPointError(f"OT cost matrix has mean {mean_cost}; {_NONFINITE_HINT}")
@@ -298,11 +300,9 @@ class SinkhornCoupling(Coupling):
             FloatingPointError: if the cost is non-finite.
             RuntimeError: if the marginals are not within ``tol`` after ``num_iters``.
         """
-        _check_pair(x0, x1)
-        eps = self._epsilon(x0, x1)
-        a = x0.detach().reshape(x0.shape[0], -1).to("cpu", torch.float64)
-        b = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
-        cost = torch.cdist(a, b).pow(2)
+        a0, a1 = _flat64(x0, x1)
+        eps = self._epsilon(a0, a1)
+        cost = torch.cdist(a0, a1).pow(2)
         check_finite(cost, "OT cost matrix", hint=_NONFINITE_HINT)
         n = cost.shape[0]
         log_k = -cost / eps
@@ -352,14 +352,15 @@ class SinkhornCoupling(Coupling):
             ValueError: if shapes differ or all points coincide.
             FloatingPointError: if the cost is non-finite.
         """
-        _check_pair(x0, x1)
-        eps = self._epsilon(x0, x1)
-        cost = _neg_inner(x0, x1)
+        a0, a1 = _flat64(x0, x1)
+        eps = self._epsilon(a0, a1)
+        cost = _neg_inner(a0, a1)
         device = generator.device if generator is not None else torch.device("cpu")
         u = torch.rand(cost.shape, generator=generator, dtype=torch.float64, device=device)
-        # Clamp away from 0 so the Gumbel draw -log(-log u) stays finite.
-        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float64).tiny)))
-        return _solve(2.0 * cost / eps - gumbel.cpu(), self.solver, x0.device)
+        # Gumbel draw -log(-log u), in place; the clamp away from 0 keeps it finite.
+        gumbel = u.clamp_min_(torch.finfo(torch.float64).tiny).log_().neg_().log_().neg_()
+        # 2 * cost / eps - G in place on the fresh cost matrix (same rounding, no temporaries).
+        return _solve(cost.mul_(2.0).div_(eps).sub_(gumbel.cpu()), self.solver, x0.device)
 
     def __repr__(self) -> str:
         return (
