@@ -224,6 +224,21 @@ def test_corrupt_or_foreign_state_json(tmp_path):
         load_checkpoint(path)
 
 
+def test_state_json_without_a_file_record_or_field_is_corrupt(tmp_path):
+    # A file without a recorded size/sha256 must not be loaded unverified.
+    model, opt = _setup()
+    path = _save(tmp_path, 1, model, opt)
+    state = json.loads((path / "state.json").read_text())
+    del state["files"]["model.safetensors"]
+    (path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="records no size/sha256 for model.safetensors"):
+        load_checkpoint(path)
+    del state["optimizer"]
+    (path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"state.json is corrupt: KeyError\('optimizer'"):
+        load_checkpoint(path)
+
+
 def test_bad_arguments(tmp_path):
     model, opt = _setup()
     with pytest.raises(ValueError, match="step must be >= 0, got -1"):

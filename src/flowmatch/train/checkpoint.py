@@ -92,6 +92,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _file_record(data: bytes) -> dict[str, Any]:
+    """Size and sha256 of a file's bytes, as recorded in ``state.json`` and checked on load."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -201,7 +206,7 @@ def save_checkpoint(
         files = {}
         for fname, blob in blobs.items():
             _write_bytes(tmp / fname, blob)
-            files[fname] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+            files[fname] = _file_record(blob)
         state = {
             "format_version": FORMAT_VERSION,
             "step": step,
@@ -302,22 +307,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return latest
 
 
-def _read_verified(path: Path, meta: Mapping[str, Any] | None) -> bytes:
+def _read_verified(path: Path, files: Mapping[str, Any]) -> bytes:
+    """The bytes of ``path``, checked against the record ``files[path.name]`` of ``state.json``."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} is missing")
+    record = files.get(path.name)
+    if not isinstance(record, Mapping):
+        raise CheckpointError(
+            f"checkpoint file {path.parent / STATE_FILE} records no size/sha256 for {path.name}"
+        )
     data = path.read_bytes()
-    if meta is not None and (
-        len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]
-    ):
+    if _file_record(data) != {"bytes": record.get("bytes"), "sha256": record.get("sha256")}:
         raise CheckpointError(
             f"checkpoint file {path} is corrupt: {len(data)} bytes / sha256 differ from the "
-            f"{meta['bytes']} bytes recorded in {STATE_FILE}"
+            f"{record.get('bytes')} bytes recorded in {STATE_FILE}"
         )
     return data
 
 
-def _load_tensors(path: Path, meta: Mapping[str, Any] | None) -> dict[str, Tensor]:
-    data = _read_verified(path, meta)
+def _load_tensors(path: Path, files: Mapping[str, Any]) -> dict[str, Tensor]:
+    data = _read_verified(path, files)
     try:
         return st_load(data)
     except Exception as err:  # safetensors raises its own error types for bad headers
@@ -349,20 +358,25 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     state_path = path / STATE_FILE
     if not state_path.is_file():
         raise FileNotFoundError(f"checkpoint file {state_path} is missing")
+    corrupt = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError)
     try:
         state = json.loads(state_path.read_text())
-        version, step, files = state["format_version"], int(state["step"]), state["files"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        version = state["format_version"]
+    except corrupt as err:
         raise CheckpointError(f"checkpoint file {state_path} is corrupt: {err!r}") from None
+    # The version is checked before the other fields: another format may lay them out anew.
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {state_path} has format_version {version!r}; this flowmatch reads "
             f"version {FORMAT_VERSION}"
         )
-    model = _load_tensors(path / MODEL_FILE, files.get(MODEL_FILE))
-    ema = _load_tensors(path / EMA_FILE, files.get(EMA_FILE)) if state.get("has_ema") else None
-    opt_tensors = _load_tensors(path / OPTIMIZER_FILE, files.get(OPTIMIZER_FILE))
-    optimizer = _join_optimizer(opt_tensors, state["optimizer"])
+    try:
+        step, files, opt_meta = int(state["step"]), dict(state["files"]), state["optimizer"]
+    except corrupt as err:
+        raise CheckpointError(f"checkpoint file {state_path} is corrupt: {err!r}") from None
+    model = _load_tensors(path / MODEL_FILE, files)
+    ema = _load_tensors(path / EMA_FILE, files) if state.get("has_ema") else None
+    optimizer = _join_optimizer(_load_tensors(path / OPTIMIZER_FILE, files), opt_meta)
     return Checkpoint(path=path, step=step, model=model, ema=ema, optimizer=optimizer, state=state)
 
 

@@ -239,7 +239,8 @@ class Trainer:
         if config is None:
             config = saved
         else:
-            changed = {k: v for k, v in config.to_dict().items() if saved.to_dict()[k] != v}
+            before = saved.to_dict()
+            changed = {k: v for k, v in config.to_dict().items() if before[k] != v}
             if changed:
                 logger.info("resuming %s with changed config fields %s", path, changed)
         if run_config is None:
@@ -291,8 +292,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.optimizer)
         set_rng_state(ckpt.state["rng"])
         self.step = ckpt.step
-        self._window_start = ckpt.step
-        self._losses, self._gnorms = [], []
+        self._start_window(ckpt.step, time.perf_counter())
         self._elapsed_before = float(ckpt.state.get("elapsed", 0.0))
         self._last_loss = float(ckpt.state.get("last_loss", math.nan))
         self.last_checkpoint = ckpt.path
@@ -325,12 +325,10 @@ class Trainer:
         self._open_metrics()
         prefetcher = None
         try:
-            if self.step > self._window_start:
-                # Flush the window an interrupted fit left behind (re-raises its NaN error).
-                self._log(self.step)
+            self._flush_window()  # what an interrupted fit left behind (re-raises its NaN)
             start_step, t_start = self.step, time.perf_counter()
-            self._t_fit = self._t_window = t_start
-            self._paused = 0.0
+            self._t_fit = t_start
+            self._start_window(start_step, t_start)
             self._emit("on_train_start", self)
             prefetcher = self._make_prefetcher(start_step, stop)
             batches: Iterator[tuple[int, Batch]]
@@ -487,8 +485,7 @@ class Trainer:
             "steps_per_sec": n / busy if busy > 0 else math.nan,
             "elapsed": self._elapsed_before + now - self._t_fit,
         }
-        self._window_start, self._t_window, self._paused = step, now, 0.0
-        self._losses, self._gnorms = [], []
+        self._start_window(step, now)
         self._last_loss = loss
         if not self.dist.is_main:
             return
@@ -560,10 +557,19 @@ class Trainer:
             "torch_version": torch.__version__,
         }
 
-    def _finish(self, stop: int) -> None:
-        """End of ``fit``: flush the last window, checkpoint at ``stop`` (once)."""
+    def _start_window(self, step: int, now: float) -> None:
+        """Begin a new logging window after ``step`` (its steps/s is timed from ``now``)."""
+        self._window_start, self._t_window, self._paused = step, now, 0.0
+        self._losses, self._gnorms = [], []
+
+    def _flush_window(self) -> None:
+        """Log the steps done since the last logging point, if any."""
         if self.step > self._window_start:
             self._log(self.step)
+
+    def _finish(self, stop: int) -> None:
+        """End of ``fit``: flush the last window, checkpoint at ``stop`` (once)."""
+        self._flush_window()
         if self.out_dir is not None and (
             self.last_checkpoint is None or self.last_checkpoint.name != checkpoint_name(stop)
         ):
