@@ -45,8 +45,9 @@ from flowmatch.data.batch import ArrayDataset, Standardizer
 from flowmatch.solvers import solve, steps_for_nfe
 from flowmatch.solvers.base import ODESolver
 from flowmatch.times import custom_grid, make_grid
-from flowmatch.train.checkpoint import atomic_write_text, load_checkpoint
+from flowmatch.train.checkpoint import load_checkpoint
 from flowmatch.utils.checks import check_positive_int
+from flowmatch.utils.io import atomic_write_text
 from flowmatch.utils.tensor import step_generator
 
 logger = logging.getLogger(__name__)

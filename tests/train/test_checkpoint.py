@@ -101,7 +101,7 @@ def test_failed_save_leaves_previous_state(tmp_path, monkeypatch):
     model, opt = _setup()
     first = _save(tmp_path, 10, model, opt)
     calls = {"n": 0}
-    real = ckpt_mod._write_bytes
+    real = ckpt_mod.write_bytes_durable
 
     def failing(path, data):
         calls["n"] += 1
@@ -109,7 +109,7 @@ def test_failed_save_leaves_previous_state(tmp_path, monkeypatch):
             raise OSError("disk full")
         real(path, data)
 
-    monkeypatch.setattr(ckpt_mod, "_write_bytes", failing)
+    monkeypatch.setattr(ckpt_mod, "write_bytes_durable", failing)
     with pytest.raises(OSError, match="disk full"):
         _save(tmp_path, 20, model, opt)
     root = tmp_path / "checkpoints"

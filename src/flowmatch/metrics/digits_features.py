@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 from flowmatch.metrics.frechet import frechet_distance
 from flowmatch.utils.checks import check_tensor
+from flowmatch.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -179,25 +179,19 @@ def digits_classifier_path(cache_dir: str | os.PathLike[str] | None = None) -> P
 
 
 def _save_atomic(model: DigitsClassifier, path: Path) -> None:
-    """Save the weights atomically: a temporary file in the same directory, then ``os.replace``.
+    """Save the weights atomically (``flowmatch.utils.io.atomic_write_bytes``).
 
     Readers never see a partial file, and concurrent writers of identical weights are harmless.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "settings": json.dumps(asdict(_SETTINGS), sort_keys=True),
         "test_accuracy": repr(model.test_accuracy),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp, metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata))
 
 
 def load_digits_classifier(*, cache_dir: str | os.PathLike[str] | None = None) -> DigitsClassifier:

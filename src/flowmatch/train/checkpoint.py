@@ -38,6 +38,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from flowmatch.utils.io import (
+    TMP_PREFIX,
+    atomic_write_text,
+    fsync_dir,
+    write_bytes_durable,
+)
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -48,7 +55,7 @@ EMA_FILE = "ema.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 _NAME_RE = re.compile(r"^step_(\d{7,})$")
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TMP_PREFIX
 
 
 class CheckpointError(ValueError):
@@ -81,44 +88,9 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    # Persist a rename/creation inside ``path``; directories cannot be opened on Windows.
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _file_record(data: bytes) -> dict[str, Any]:
     """Size and sha256 of a file's bytes, as recorded in ``state.json`` and checked on load."""
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically (temporary sibling, fsync, ``os.replace``).
-
-    Args:
-        path: the destination file; its directory must exist.
-        text: the full new content.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
-    try:
-        _write_bytes(tmp, text.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def _cpu_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -205,7 +177,7 @@ def save_checkpoint(
             blobs[EMA_FILE] = st_save(_cpu_tensors(ema))
         files = {}
         for fname, blob in blobs.items():
-            _write_bytes(tmp / fname, blob)
+            write_bytes_durable(tmp / fname, blob)
             files[fname] = _file_record(blob)
         state = {
             "format_version": FORMAT_VERSION,
@@ -219,13 +191,13 @@ def save_checkpoint(
             text = json.dumps(state, indent=2, allow_nan=True)
         except TypeError as err:
             raise ValueError(f"checkpoint extra state is not JSON-serialisable: {err}") from None
-        _write_bytes(tmp / STATE_FILE, text.encode())
-        _fsync_dir(tmp)
+        write_bytes_durable(tmp / STATE_FILE, text.encode())
+        fsync_dir(tmp)
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / LATEST, name + "\n")
     if keep is not None:
         for old in list_checkpoints(run_dir)[:-keep]:
