@@ -166,6 +166,31 @@ def test_same_type_conversion_is_identity():
     assert AffinePath().convert(x, src="x1", dst="x1", xt=x, t=torch.rand(3)) is x
 
 
+class _CountingSchedule(PolynomialSchedule):
+    """Counts evaluations (convert runs once per NFE when sampling a non-velocity model)."""
+
+    calls = 0
+
+    def __call__(self, t):
+        self.calls += 1
+        return super().__call__(t)
+
+
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
+def test_convert_is_the_endpoint_composition_with_one_schedule_call(src, dst):
+    # convert == from_endpoints(to_endpoints(.)) exactly, and evaluates the schedule once.
+    schedule = _CountingSchedule(2.0)
+    path, g = AffinePath(schedule), _gen(9)
+    xt, value = torch.randn(3, 3, generator=g, dtype=F64), torch.randn(3, 3, generator=g, dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    x0, x1 = path.to_endpoints(value, src=src, xt=xt, t=t)
+    expected = path.from_endpoints(x0, x1, dst=dst, xt=xt, t=t)
+    schedule.calls = 0
+    out = path.convert(value, src=src, dst=dst, xt=xt, t=t)
+    assert schedule.calls == 1
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------- endpoint rule
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("schedule", SCHEDULE_CASES, ids=IDS)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmatch.times import GRIDS, check_grid, custom_grid, make_grid, shifted_grid, uniform_grid
+from flowmatch.times import (
+    GRIDS,
+    check_grid,
+    custom_grid,
+    grid_values,
+    make_grid,
+    shifted_grid,
+    uniform_grid,
+)
 
 
 @pytest.mark.parametrize("kind", GRIDS)
@@ -93,8 +101,16 @@ def test_check_grid_accepts_partial_and_decreasing():
     ],
 )
 def test_check_grid_errors(grid, exc, match):
-    with pytest.raises(exc, match=match):
-        check_grid(grid)
+    # check_grid delegates to grid_values (the one implementation): both must reject.
+    for check in (check_grid, grid_values):
+        with pytest.raises(exc, match=match):
+            check(grid)
+
+
+def test_grid_values_returns_the_times_as_floats():
+    g = torch.tensor([1.0, 0.25, 0.0], dtype=torch.float64)
+    values = grid_values(g, full=True)
+    assert values == [1.0, 0.25, 0.0] and all(type(v) is float for v in values)
 
 
 def test_check_grid_full_requires_endpoints():

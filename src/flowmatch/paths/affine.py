@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from flowmatch.interfaces import PREDICTIONS, Prediction
-from flowmatch.paths.schedules import LinearSchedule, Schedule
+from flowmatch.paths.schedules import LinearSchedule, Schedule, ScheduleOutput
 from flowmatch.utils.checks import (
     check_in_choices,
     check_positive_float,
@@ -153,7 +153,12 @@ class AffinePath:
         """
         check_in_choices(src, PREDICTIONS, "src prediction")
         self._check_point(value, "value", xt, t)
-        c = self.schedule(expand_like(t, xt))
+        return self._to_endpoints(value, src, xt, self.schedule(expand_like(t, xt)))
+
+    def _to_endpoints(
+        self, value: Tensor, src: str, xt: Tensor, c: ScheduleOutput
+    ) -> tuple[Tensor, Tensor]:
+        """Unchecked ``to_endpoints`` with the schedule ``c`` already evaluated at ``t``."""
         alpha, sigma = c.alpha.clamp_min(self.eps), c.sigma.clamp_min(self.eps)
         if src == "velocity":
             d = (c.d_alpha * c.sigma - c.d_sigma * c.alpha).clamp_min(self.eps)
@@ -190,11 +195,16 @@ class AffinePath:
         check_in_choices(dst, PREDICTIONS, "dst prediction")
         self._check_point(x0, "x0", xt, t)
         self._check_point(x1, "x1", xt, t)
+        if dst in ("x0", "x1"):  # no schedule needed
+            return x0 if dst == "x0" else x1
+        return self._from_endpoints(x0, x1, dst, self.schedule(expand_like(t, xt)))
+
+    def _from_endpoints(self, x0: Tensor, x1: Tensor, dst: str, c: ScheduleOutput) -> Tensor:
+        """Unchecked ``from_endpoints`` with the schedule ``c`` already evaluated at ``t``."""
         if dst == "x0":
             return x0
         if dst == "x1":
             return x1
-        c = self.schedule(expand_like(t, xt))
         if dst == "score":
             return -x0 / c.sigma.clamp_min(self.eps)
         return c.d_alpha * x1 + c.d_sigma * x0
@@ -219,9 +229,13 @@ class AffinePath:
             TypeError: if an argument is not a tensor.
             ValueError: if ``src``/``dst`` is unknown or the shapes disagree.
         """
+        check_in_choices(src, PREDICTIONS, "src prediction")
+        check_in_choices(dst, PREDICTIONS, "dst prediction")
+        self._check_point(value, "value", xt, t)
         if src == dst:
-            check_in_choices(src, PREDICTIONS, "src prediction")
-            self._check_point(value, "value", xt, t)
             return value
-        x0, x1 = self.to_endpoints(value, src=src, xt=xt, t=t)
-        return self.from_endpoints(x0, x1, dst=dst, xt=xt, t=t)
+        # One schedule evaluation and one set of checks per call: this runs once per NFE when
+        # a non-velocity network is sampled (models.adapters).
+        c = self.schedule(expand_like(t, xt))
+        x0, x1 = self._to_endpoints(value, src, xt, c)
+        return self._from_endpoints(x0, x1, dst, c)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from flowmatch.interfaces import Cond, VelocityField
 from flowmatch.solvers.base import AdaptiveSolver, AdaptiveStats
+from flowmatch.solvers.ode import _rk_stages, _weighted_sum
 from flowmatch.solvers.tableaus import DOPRI5, DOPRI5_SHAMPINE_ERR
 from flowmatch.utils.checks import check_in_choices, check_positive_float, check_positive_int
 
@@ -136,9 +137,8 @@ class Dopri5(AdaptiveSolver):
                 ``max_steps`` attempted steps.
             FloatingPointError: if the error estimate is NaN/inf.
         """
-        tab, batch = DOPRI5, x.shape[0]
         direction = math.copysign(1.0, t1 - t0)
-        k1 = field(x, x.new_full((batch,), t0), cond)
+        k1 = field(x, x.new_full((x.shape[0],), t0), cond)
         stats.nfe += 1
         if stats.next_step is not None:
             h = stats.next_step
@@ -158,19 +158,10 @@ class Dopri5(AdaptiveSolver):
             # no round-off remainder: t is set to t1 itself below).
             last = h >= abs(t1 - t)
             dt = t1 - t if last else direction * h
-            ks = [k1]
-            for c_i, a_i in zip(tab.c[1:], tab.a[1:], strict=True):
-                xi = x
-                for a_ij, k_j in zip(a_i, ks, strict=False):
-                    if a_ij != 0.0:
-                        xi = torch.add(xi, k_j, alpha=dt * a_ij)
-                ks.append(field(xi, x.new_full((batch,), t + c_i * dt), cond))
+            # The last stage is evaluated at the 5th-order solution x_new (FSAL).
+            ks, x_new = _rk_stages(DOPRI5, field, x, t, dt, cond, k1=k1)
             stats.nfe += 6
-            x_new = xi  # the last stage is evaluated at the 5th-order solution (FSAL)
-            err = torch.zeros_like(x)
-            for e_i, k_i in zip(self._b_err, ks, strict=True):
-                if e_i != 0.0:
-                    err = torch.add(err, k_i, alpha=dt * e_i)
+            err = _weighted_sum(torch.zeros_like(x), self._b_err, ks, dt)
             scale = self.atol + self.rtol * torch.maximum(x.abs(), x_new.abs())
             ratio = _rms(err / scale)
             if not math.isfinite(ratio):

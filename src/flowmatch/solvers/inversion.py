@@ -16,18 +16,19 @@ from torch import Tensor
 from flowmatch.interfaces import Cond, VelocityField
 from flowmatch.solvers.base import AdaptiveSolver, ODESolver
 from flowmatch.solvers.integrate import solve
-from flowmatch.times.grids import check_grid
+from flowmatch.times.grids import grid_values
 from flowmatch.utils.checks import check_batch, check_finite, check_positive_int
 
 
-def _check_forward_grid(grid: Tensor) -> Tensor:
-    check_grid(grid)
-    if float(grid[0]) > float(grid[-1]):
+def _forward_grid_values(grid: Tensor) -> list[float]:
+    """Validate an increasing grid (``times.grid_values``, one host read); return its times."""
+    times = grid_values(grid)
+    if times[0] > times[-1]:
         raise ValueError(
             f"grid must be increasing (the forward grid used for sampling, source -> data); "
-            f"got first={float(grid[0])}, last={float(grid[-1])}. The inversion reverses it."
+            f"got first={times[0]}, last={times[-1]}. The inversion reverses it."
         )
-    return grid
+    return times
 
 
 def invert(
@@ -70,7 +71,7 @@ def invert(
         [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
     check_batch(x1, "x1")
-    _check_forward_grid(grid)
+    _forward_grid_values(grid)
     return solve(field, x1, grid.flip(0), solver, cond=cond).x
 
 
@@ -121,9 +122,8 @@ def invert_euler_fixed_point(
         True
     """
     check_batch(x1, "x1")
-    _check_forward_grid(grid)
+    times = _forward_grid_values(grid)  # one host copy; the loops below never sync
     check_positive_int(iterations, "iterations")
-    times = grid.tolist()  # one host copy; the loops below never sync
     x, batch = x1, x1.shape[0]
     for t, t_next in zip(reversed(times[:-1]), reversed(times[1:]), strict=True):
         h, t_vec = t_next - t, x.new_full((batch,), t)

@@ -25,7 +25,7 @@ from flowmatch.solvers.adaptive import Dopri5
 from flowmatch.solvers.base import AdaptiveSolver, ODESolver
 from flowmatch.solvers.integrate import solve
 from flowmatch.sources import GaussianSource, Source
-from flowmatch.times.grids import check_grid
+from flowmatch.times.grids import grid_values
 from flowmatch.utils.checks import (
     check_batch,
     check_in_choices,
@@ -229,11 +229,11 @@ def log_likelihood(
         raise TypeError(f"source must be a Source, got {type(source).__name__}")
     solver = Dopri5(atol=1e-5, rtol=1e-5) if solver is None else solver
     grid = x1.new_tensor([1.0, 0.0]) if grid is None else grid
-    check_grid(grid)
-    if float(grid[0]) != 1.0 or float(grid[-1]) != 0.0:
+    times = grid_values(grid)
+    if times[0] != 1.0 or times[-1] != 0.0:
         raise ValueError(
-            f"grid must run backwards from 1 (data) to 0 (source); got first={float(grid[0])}, "
-            f"last={float(grid[-1])} (use make_grid(...).flip(0))"
+            f"grid must run backwards from 1 (data) to 0 (source); got first={times[0]}, "
+            f"last={times[-1]} (use make_grid(...).flip(0))"
         )
     probes = _make_probes(x1, divergence, num_probes, generator)
     batch, dim = x1.shape[0], x1[0].numel()

@@ -33,19 +33,52 @@ class ExplicitRK(ODESolver):
         self, field: VelocityField, x: Tensor, t: float, t_next: float, cond: Cond = None
     ) -> Tensor:
         """Advance ``x`` ``(B, *D)`` from ``t`` to ``t_next``; returns ``(B, *D)``."""
-        tab, h, batch = self.tableau, t_next - t, x.shape[0]
-        ks: list[Tensor] = []
-        for c_i, a_i in zip(tab.c, tab.a, strict=True):
-            xi = x
-            for a_ij, k_j in zip(a_i, ks, strict=False):
-                if a_ij != 0.0:
-                    xi = torch.add(xi, k_j, alpha=h * a_ij)
-            ks.append(field(xi, x.new_full((batch,), t + c_i * h), cond))
-        out = x
-        for b_i, k_i in zip(tab.b, ks, strict=True):
-            if b_i != 0.0:
-                out = torch.add(out, k_i, alpha=h * b_i)
-        return out
+        h = t_next - t
+        ks, _ = _rk_stages(self.tableau, field, x, t, h, cond)
+        return _weighted_sum(x, self.tableau.b, ks, h)
+
+
+def _rk_stages(
+    tableau: ButcherTableau,
+    field: VelocityField,
+    x: Tensor,
+    t: float,
+    h: float,
+    cond: Cond = None,
+    k1: Tensor | None = None,
+) -> tuple[list[Tensor], Tensor]:
+    """The stages ``k_i = v(x + h sum_j a_ij k_j, t + c_i h)`` of one explicit RK step.
+
+    Shared by the fixed-step methods and ``Dopri5`` (one stage loop for both).
+
+    Args:
+        tableau: the method.
+        field: the velocity field.
+        x: the state at ``t``, ``(B, *D)``.
+        t: the step's start time.
+        h: the signed step ``t_next - t``.
+        cond: conditioning passed unchanged to ``field``.
+        k1: the first stage when already known (first-same-as-last); it costs no evaluation.
+
+    Returns:
+        ``(ks, x_s)``: the ``s`` stages, each ``(B, *D)``, and the input of the last stage
+        (for a first-same-as-last pair such as Dormand-Prince, the new solution).
+    """
+    batch, xi = x.shape[0], x
+    ks: list[Tensor] = [] if k1 is None else [k1]
+    for i in range(len(ks), tableau.stages):
+        xi = _weighted_sum(x, tableau.a[i], ks, h)
+        ks.append(field(xi, x.new_full((batch,), t + tableau.c[i] * h), cond))
+    return ks, xi
+
+
+def _weighted_sum(x: Tensor, weights: tuple[float, ...], ks: list[Tensor], h: float) -> Tensor:
+    """``x + h sum_j w_j k_j`` with fused adds; zero weights cost nothing (Euler: one add)."""
+    out = x
+    for w_j, k_j in zip(weights, ks, strict=False):
+        if w_j != 0.0:
+            out = torch.add(out, k_j, alpha=h * w_j)
+    return out
 
 
 class Euler(ExplicitRK):

@@ -18,10 +18,22 @@ GRIDS: tuple[str, ...] = ("uniform", "shifted")
 
 
 def grid_values(grid: Tensor, *, name: str = "grid", full: bool = False) -> list[float]:
-    """Validate a grid like ``check_grid`` and return its times as Python floats.
+    """Validate a grid (the rules of ``check_grid``) and return its times as Python floats.
 
-    The checks run on one host copy of the grid (a single device read), which keeps the fixed
-    cost of a short solve small.
+    The one implementation of grid validation: ``check_grid`` and the solvers call it. The
+    checks run on one host copy of the grid (a single device read), so a solve can loop over
+    the returned floats without further syncs.
+
+    Args:
+        grid: times ``(N+1,)``.
+        name: argument name for messages.
+        full: also require the endpoints ``{0, 1}``.
+
+    Returns:
+        The ``N+1`` times as Python floats.
+
+    Raises:
+        TypeError, ValueError: as ``check_grid``.
     """
     if not isinstance(grid, Tensor):
         raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(grid).__name__}")
