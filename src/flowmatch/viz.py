@@ -91,27 +91,32 @@ def save_quality_plot(
     rows: Sequence[dict],
     path: str | Path,
     *,
-    metric: str,
+    metrics: Sequence[str],
     title: str = "",
-    floor: float | None = None,
+    floor: dict[str, float] | None = None,
 ) -> Path:
-    """Plot ``metric`` against NFE (log scale) for each solver in ``rows``."""
+    """One panel per metric: the metric against NFE (log scale) for each solver in ``rows``.
+
+    ``floor`` (the same metrics between training and held-out data) is drawn as a dashed line.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4 * len(metrics), 3.6), dpi=100, squeeze=False
+    )
     solvers = sorted({r["solver"] for r in rows})
-    for s in solvers:
-        pts = sorted((r["nfe"], r[metric]) for r in rows if r["solver"] == s and metric in r)
-        if not pts:
-            continue
-        style = "o" if len(pts) == 1 else "o-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=s)
-    if floor is not None:
-        ax.axhline(floor, color="0.5", ls="--", label="train vs held-out")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.legend()
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for s in solvers:
+            pts = sorted((r["nfe"], r[metric]) for r in rows if r["solver"] == s and metric in r)
+            if pts:
+                style = "o" if len(pts) == 1 else "o-"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=s)
+        if floor and metric in floor:
+            ax.axhline(floor[metric], color="0.5", ls="--", label="train vs held-out")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

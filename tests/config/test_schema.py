@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from flowmatch.config.build import build_model, build_objective, build_solver, is_conditional
+from flowmatch.config.build import build_model, build_parts, build_sampler, build_step, cond_spec
 from flowmatch.config.schema import (
     ConfigError,
     RunConfig,
@@ -39,11 +39,13 @@ def test_unknown_key_names_the_key():
 
 
 def test_type_change_is_an_error():
-    with pytest.raises(ConfigError, match="train.steps must be int, got 'many'"):
+    with pytest.raises(ConfigError, match="train.steps must be an int, got 'many'"):
         from_dict(RunConfig, {"train": {"steps": "many"}})
-    with pytest.raises(ConfigError, match="train.steps must be int, got 1.5"):
+    with pytest.raises(ConfigError, match="train.steps must be an int, got 1.5"):
         from_dict(RunConfig, {"train": {"steps": 1.5}})
-    with pytest.raises(ConfigError, match=r"sample.solver must be one of .*'rk4'"):
+    with pytest.raises(
+        ConfigError, match=r"sample.solver.kind: unknown sampler 'rk45'; choose one of .*'rk4'"
+    ):
         from_dict(RunConfig, {"sample": {"solver": "rk45"}})
 
 
@@ -54,10 +56,17 @@ def test_out_of_range_value_names_the_section():
 
 def test_overrides_parse_toml_values():
     d = apply_overrides(
-        {}, ["train.lr=3e-4", "sample.solver=heun", "eval.nfe=[1, 4]", "model.attention=true"]
+        {},
+        [
+            "train.lr=3e-4",
+            "sample.solver=heun",
+            "eval.nfe=[1, 4]",
+            "model.kind=unet",
+            "model.attention=true",
+        ],
     )
     cfg = from_dict(RunConfig, d)
-    assert cfg.train.lr == 3e-4 and cfg.sample.solver == "heun"
+    assert cfg.train.lr == 3e-4 and cfg.sample.solver.kind == "heun"
     assert cfg.eval.nfe == (1, 4) and cfg.model.attention is True
     assert parse_value("midpoint") == "midpoint" and parse_value("2") == 2
 
@@ -88,19 +97,23 @@ def test_builders():
     import torch
 
     ds = ArrayDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1]), 3)
-    cfg = from_dict(RunConfig, {"model": {"base_channels": 8}})
-    assert is_conditional(cfg.model, ds)
-    model = build_model(cfg.model, ds.sample_shape, num_classes=ds.num_classes)
+    cfg = from_dict(RunConfig, {"model": {"kind": "unet", "base_channels": 8}})
+    cond = cond_spec(cfg.model, ds)
+    assert cond.num_classes == 3  # conditional = "auto": labelled data
+    model = build_model(cfg.model, ds.sample_shape, cond)
     assert model(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 3])).shape == (2, 1, 8, 8)
-    obj = build_objective(cfg, null_label=3)
+    step = build_step(build_parts(cfg, ds.sample_shape, cond), cfg)
+    obj = step.objective
     assert obj.cond_dropout == cfg.objective.cond_dropout and obj.null_label == 3
-    assert isinstance(build_solver("midpoint"), Midpoint)
-    assert isinstance(build_solver("dopri5", atol=1e-3), Dopri5)
-    with pytest.raises(ValueError, match="unknown solver 'rk45'"):
-        build_solver("rk45")
+    assert isinstance(build_sampler("midpoint"), Midpoint)
+    assert isinstance(build_sampler("dopri5", atol=1e-3), Dopri5)
+    with pytest.raises(ValueError, match="unknown sampler 'rk45'"):
+        build_sampler("rk45")
     flat = ArrayDataset(torch.zeros(4, 3))
-    with pytest.raises(ValueError, match="needs image data"):
+    with pytest.raises(ValueError, match="needs square images"):
         build_model(from_dict(RunConfig, {"model": {"kind": "unet"}}).model, flat.sample_shape)
     with pytest.raises(ValueError, match="has no labels"):
-        is_conditional(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
-    assert not is_conditional(from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds)
+        cond_spec(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
+    assert not cond_spec(
+        from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds
+    ).conditional

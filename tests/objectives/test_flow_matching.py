@@ -298,12 +298,18 @@ def test_pair_returns_sources_like_data():
         ({"weighting": "snr"}, r"unknown weighting 'snr'; choose one of \['cosmap', 'none'\]"),
         ({"cond_dropout": 1.0, "null_label": 3}, r"cond_dropout must be in \[0, 1\), got 1.0"),
         ({"cond_dropout": -0.1, "null_label": 3}, r"cond_dropout must be in \[0, 1\), got -0.1"),
-        ({"cond_dropout": 0.1}, "cond_dropout > 0 needs null_label"),
     ],
 )
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FlowMatchingObjective(**kwargs)
+
+
+def test_label_dropout_needs_null_label():
+    # Dropout of values/context needs no null id, so the check runs when labels arrive.
+    obj = FlowMatchingObjective(cond_dropout=0.1)
+    with pytest.raises(ValueError, match="label dropout needs null_label"):
+        obj(lambda x, t, cond=None: x, torch.zeros(4, 2), cond=torch.arange(4), generator=_gen())
 
 
 def test_call_errors():

@@ -142,7 +142,7 @@ def test_check_grid_full_requires_endpoints():
         (
             lambda: make_grid("shifted", 4, shift=0.0),
             ValueError,
-            "shift must be a finite number > 0",
+            "shift must be > 0",
         ),
         (
             lambda: shifted_grid(4, shift=-1.0),

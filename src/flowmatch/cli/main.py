@@ -1,4 +1,9 @@
-"""``flowmatch`` command line: train, sample, eval, info (thin over ``flowmatch.api``)."""
+"""``flowmatch`` command line: train, sample, eval, info (thin over ``flowmatch.api``).
+
+Choices and help text come from the registries (``flowmatch.registry``): a plugin's sampler or
+metric shows up here without any edit. Errors exit with status 2 and one line naming the
+problem (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from flowmatch.config.build import SOLVER_NAMES
+from typing import Any
 
 EXIT_ERROR = 2
 
@@ -29,21 +34,20 @@ def _int_list(text: str) -> list[int]:
 
 def _float_list(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from None
+    if len(values) < 2:
+        raise argparse.ArgumentTypeError(
+            f"a grid needs at least two times (e.g. 0,0.5,1), got {text!r}"
+        )
+    return values
 
 
-def _solver_list(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    for n in names:
-        if n not in SOLVER_NAMES:
-            raise argparse.ArgumentTypeError(
-                f"unknown solver {n!r}; choose from {list(SOLVER_NAMES)}"
-            )
-    return names
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _positive_int(text: str) -> int:
@@ -56,8 +60,28 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _registry_help(concept: str) -> str:
+    from flowmatch.registry import registries
+
+    return "; ".join(f"{name}: {doc}" for name, doc in registries()[concept].table())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``flowmatch`` command."""
+    """The argument parser of the ``flowmatch`` command (choices from the registries)."""
+    from flowmatch.config import schema  # noqa: F401  (registers the built-in components)
+    from flowmatch.solvers.base import SAMPLERS
+    from flowmatch.times.grids import GRIDS
+
     p = argparse.ArgumentParser(
         prog="flowmatch", description="Train, sample and evaluate flow-matching models."
     )
@@ -66,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)",
+        help="CPU threads for torch (default: 1, the fastest for the small reference models "
+        "and safe on a shared machine; raise it for large images)",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -77,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)",
+        help="override a config key, e.g. --set train.lr=3e-4 or --set coupling.kind=exact_ot "
+        "(repeatable; 'none' unsets keys that allow it)",
     )
     t.add_argument("--data", help="built-in data set name or path (.npy/.npz/.csv/image folder)")
     t.add_argument("--steps", type=_positive_int, help="total training steps")
@@ -86,24 +112,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    solvers = SAMPLERS.names()
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run_dir")
     s.add_argument("--num-samples", type=_positive_int, default=1000)
     s.add_argument(
-        "--solver", choices=SOLVER_NAMES, default=None, help="default: the run's sample.solver"
+        "--solver",
+        choices=solvers,
+        default=None,
+        help=f"default: the run's sample.solver. {_registry_help('sampler')}",
     )
     s.add_argument(
         "--nfe", type=_positive_int, default=None, help="function evaluations per sample"
     )
-    s.add_argument("--grid", choices=("uniform", "shifted"), default=None)
-    s.add_argument("--shift", type=float, default=None)
+    s.add_argument("--grid", choices=GRIDS.names(), default=None, help=f"{_registry_help('grid')}")
     s.add_argument(
         "--grid-values",
         type=_float_list,
         default=None,
         help="a custom time grid, e.g. 0,0.5,0.8,1 (replaces --grid; --nfe defaults to match)",
     )
-    s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    s.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="solver.KEY=V|grid.KEY=V",
+        help="an option of the solver or grid, e.g. --opt solver.atol=1e-4 --opt grid.shift=2",
+    )
+    s.add_argument(
+        "--guidance",
+        type=_finite_float,
+        default=None,
+        help="classifier-free guidance scale (default: the run's sample.guidance)",
+    )
     s.add_argument("--label", type=int, default=None, help="class of all samples")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
@@ -112,10 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="metrics against held-out data per solver and NFE")
     e.add_argument("run_dir")
     e.add_argument("--nfe", type=_int_list, default=None, help="e.g. 1,2,4,8,16,32")
-    e.add_argument("--solver", type=_solver_list, default=None, help="e.g. euler,midpoint")
+    e.add_argument(
+        "--solver", type=_name_list, default=None, help=f"e.g. euler,midpoint (from {solvers})"
+    )
     e.add_argument("--num-samples", type=_positive_int, default=None)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--no-dopri5", action="store_true", help="skip the adaptive reference row")
+    e.add_argument("--metrics", type=_name_list, default=None, help="metric names (default: all)")
+    e.add_argument("--no-reference", action="store_true", help="skip the adaptive reference row")
+    e.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     e.add_argument("--out", default=None, help="JSON output (default RUN_DIR/eval.json)")
 
     i = sub.add_parser("info", help="summarise a run")
@@ -128,28 +173,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmatch import api
     from flowmatch.cli.progress import ProgressBar
     from flowmatch.config import to_dict
+    from flowmatch.train.distributed import process_rank
 
     if args.resume:
-        if args.config or args.set or args.data:
+        if args.config or args.set or args.data or args.out:
             raise ValueError(
-                "--resume continues a run with its stored config; drop --config/--set/--data"
+                "--resume continues a run with its stored config in its own directory; "
+                "drop --config/--set/--data/--out"
             )
         cfg, _ = api.resume_config(args.resume, steps=args.steps)
         train_ds, test_ds = api.load_data(cfg.data)
-        out = Path(args.resume)
+        out, notes = Path(args.resume), []
     else:
-        cfg, train_ds, test_ds = api.resolve_config(
+        cfg, train_ds, test_ds = resolved = api.resolve_config(
             config_file=args.config, overrides=args.set, data=args.data, steps=args.steps
         )
+        notes = resolved.notes
         out = Path(args.out or os.path.join("runs", Path(cfg.data.name).stem or "run"))
     if args.dry_run:
+        for note in notes:
+            print(f"preset ({train_ds.meta.get('kind')} data): {note}", file=sys.stderr)
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    rank0 = process_rank() == 0  # under torchrun only rank 0 reports
     callbacks = [ProgressBar(cfg.train.steps)] if rank0 and not args.quiet else []
     if rank0:
         print(
-            f"training on {train_ds.name} ({len(train_ds)} samples, shape {train_ds.sample_shape}) -> {out}"
+            f"training on {train_ds.name} ({len(train_ds)} samples, shape "
+            f"{train_ds.sample_shape}) -> {out}"
         )
     api.train_run(
         cfg, train_ds, out_dir=out, test_ds=test_ds, callbacks=callbacks, resume=bool(args.resume)
@@ -161,174 +212,102 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling_request(args: argparse.Namespace) -> dict[str, Any]:
+    """``api.generate`` keywords from ``sample`` arguments (``--opt`` is checked by registry)."""
+    from flowmatch.config.schema import ConfigError, overrides_dict
+
+    opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
+    unknown = sorted(set(opts) - {"solver", "grid"})
+    if unknown:
+        raise ConfigError("--opt", f"takes solver.KEY=VALUE or grid.KEY=VALUE, got {unknown[0]!r}")
+    if args.grid_values is not None and args.grid is not None:
+        raise ConfigError("--grid-values", "replaces --grid; give one of them")
+    return {
+        "solver": args.solver,
+        "nfe": args.nfe,
+        "grid": args.grid_values if args.grid_values is not None else args.grid,
+        "solver_options": opts.get("solver"),
+        "grid_options": opts.get("grid"),
+    }
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """``flowmatch sample``."""
     import numpy as np
 
     from flowmatch import api
 
-    run = api.load_run(args.run_dir, use_ema=not args.no_ema)
-    sc = run.config.sample
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
+    run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
     res = api.generate(
         run,
         args.num_samples,
-        solver=args.solver or sc.solver,
-        nfe=args.nfe or _default_nfe(args, sc),
-        grid=args.grid or sc.grid,
-        shift=args.shift if args.shift is not None else sc.shift,
         guidance=args.guidance,
         label=args.label,
         seed=args.seed,
-        atol=sc.atol,
-        rtol=sc.rtol,
-        grid_values=args.grid_values,
+        **_sampling_request(args),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
+    if res.labels is not None:
+        arrays["labels"] = res.labels.numpy()
+    npz = out.with_suffix(".npz")
+    np.savez(npz, **arrays)  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
-        save_samples_png(res.samples, out, labels=res.labels, title=f"NFE {res.nfe}")
-        np.savez(out.with_suffix(".npz"), **_arrays(res))
-        print(
-            f"wrote {out} and {out.with_suffix('.npz')} ({args.num_samples} samples, NFE {res.nfe})"
+        what = f"label {args.label}" if args.label is not None else ""
+        title = ", ".join(
+            x
+            for x in (
+                f"{Path(args.run_dir).name} @ step {run.step}",
+                f"{res.solver} NFE {res.nfe}",
+                f"guidance {res.guidance:g}" if res.guidance != 1.0 else "",
+                what,
+                "raw weights" if args.no_ema else "",
+            )
+            if x
         )
+        save_samples_png(res.samples, out, labels=res.labels, title=title)
+        print(f"wrote {out} and {npz} ({args.num_samples} samples, NFE {res.nfe})")
     else:
-        np.savez(out, **_arrays(res))
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
-
-
-def _default_nfe(args: argparse.Namespace, sc) -> int:  # noqa: ANN001
-    """The run's sample.nfe, or the NFE that matches a custom grid."""
-    if args.grid_values is None:
-        return sc.nfe
-    from flowmatch.config.build import build_solver
-    from flowmatch.solvers.base import ODESolver
-
-    slv = build_solver(args.solver or sc.solver)
-    stages = slv.stages if isinstance(slv, ODESolver) else 1
-    return max(1, (len(args.grid_values) - 1) * stages)
-
-
-def _arrays(res) -> dict:  # noqa: ANN001
-    arrays = {"samples": res.samples.numpy()}
-    if res.labels is not None:
-        arrays["labels"] = res.labels.numpy()
-    return arrays
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``flowmatch eval``."""
     from flowmatch import api
-    from flowmatch.viz import save_quality_plot
+    from flowmatch.cli.report import print_eval, save_eval_plot
 
-    run = api.load_run(args.run_dir)
-    ec = run.config.eval
+    run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
     train_ds, test_ds = api.load_data(run.config.data)
     report = api.evaluate(
         run,
         test_ds,
-        nfe=args.nfe or list(ec.nfe),
-        solvers=args.solver or list(ec.solvers),
-        num_samples=args.num_samples or ec.num_samples,
+        nfe=args.nfe,
+        solvers=args.solver,
+        num_samples=args.num_samples,
         seed=args.seed,
-        dopri5=ec.dopri5 and not args.no_dopri5,
+        reference=None if args.no_reference else "default",
         train_ds=train_ds,
+        metrics=args.metrics,
     )
-    metrics = (
-        [k for k in report["rows"][0] if k not in ("solver", "nfe", "seconds")]
-        if report["rows"]
-        else []
-    )
-    print(
-        f"{run.info['data']['name']} @ step {run.step}, {report['num_samples']} samples vs held-out"
-    )
-    header = ["solver", "nfe", *metrics, "seconds"]
-    print("  ".join(f"{h:>10}" for h in header))
-    for r in report["rows"]:
-        print("  ".join(f"{_fmt(r[h]):>10}" for h in header))
-    if report["floor"]:
-        print(
-            "  ".join(
-                [
-                    f"{'train/test':>10}",
-                    f"{'-':>10}",
-                    *(f"{_fmt(report['floor'].get(m, '-')):>10}" for m in metrics),
-                    f"{'-':>10}",
-                ]
-            )
-        )
-    if "nll" in report:
-        print(
-            f"held-out NLL {report['nll']:.4f} nats/sample (dopri5, exact divergence); "
-            f"straightness {report['straightness']:.4g}"
-        )
+    print_eval(run, report)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps(report, indent=2))
-    written = [str(out)]
-    if metrics:
-        try:
-            png = save_quality_plot(
-                report["rows"],
-                out.with_suffix(".png"),
-                metric=metrics[0],
-                title=f"{run.info['data']['name']}: {metrics[0]} vs NFE",
-                floor=report["floor"].get(metrics[0]),
-            )
-            written.append(str(png))
-        except ImportError:
-            pass
+    written = [str(out), *save_eval_plot(run, report, out.with_suffix(".png"))]
     print("wrote " + ", ".join(written))
     return 0
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     """``flowmatch info``."""
-    from flowmatch import api
+    from flowmatch.cli.report import print_info
 
-    info = api.read_run_info(args.run_dir)
-    cfg, data = info["config"], info["data"]
-    print(f"run:        {args.run_dir}")
-    print(
-        f"data:       {data['name']} ({data['kind']}), {data['num_train']} train samples of shape {tuple(data['sample_shape'])}"
-        + (f", {data['num_classes']} classes" if data["labelled"] else "")
-    )
-    print(
-        f"model:      {cfg['model']['kind']}, path {cfg['path']['schedule']} ({cfg['path']['prediction']}-prediction), "
-        f"coupling {cfg['coupling']['kind']}, time {cfg['time']['sampler']}"
-    )
-    from flowmatch.train.checkpoint import list_checkpoints
-
-    ckpts = [p.name for p in list_checkpoints(args.run_dir)]
-    print(f"checkpoints: {', '.join(ckpts) if ckpts else 'none'}")
-    mfile = Path(args.run_dir) / "metrics.jsonl"
-    if mfile.is_file():
-        lines = [json.loads(x) for x in mfile.read_text().splitlines() if x.strip()]
-        logs = [x for x in lines if "loss" in x]
-        if logs:
-            last = logs[-1]
-            print(
-                f"trained:    step {last['step']}/{cfg['train']['steps']}, loss {last['loss']:.4f}, "
-                f"{last.get('steps_per_sec', float('nan')):.1f} steps/s"
-            )
-    try:
-        run = api.load_run(args.run_dir)
-        params = sum(p.numel() for p in run.model.parameters())
-        print(f"parameters: {params:,} (loaded {run.checkpoint.name}, step {run.step})")
-    except FileNotFoundError as e:
-        print(f"weights:    {e}")
-    ev = Path(args.run_dir) / "eval.json"
-    if ev.is_file():
-        print(f"eval:       {ev}")
+    print_info(Path(args.run_dir))
     return 0
 
 
@@ -337,13 +316,14 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn errors into a one-line message with exit code 2."""
+    if hasattr(signal, "SIGPIPE"):  # `flowmatch ... | head` ends quietly, as Unix tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or 1)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

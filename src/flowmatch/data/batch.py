@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from flowmatch.interfaces import Cond, Condition
 from flowmatch.utils.checks import check_finite, check_positive_int
 from flowmatch.utils.tensor import step_generator
 
@@ -25,11 +26,22 @@ class Batch:
         labels: class labels ``(B,)`` (long) or ``None``.
         x0: source samples already paired with ``x1`` ``(B, *D)`` (filled by a pairing
             pipeline such as the OT prefetcher), or ``None`` to let the objective draw them.
+        values: continuous conditions ``(B, C)`` or ``None``.
+        context: context tensors ``(B, *S)`` or ``None``.
     """
 
     x1: Tensor
     labels: Tensor | None = None
     x0: Tensor | None = None
+    values: Tensor | None = None
+    context: Tensor | None = None
+
+    @property
+    def cond(self) -> Cond:
+        """The batch's conditioning: the labels tensor alone, a ``Condition``, or ``None``."""
+        if self.values is None and self.context is None:
+            return self.labels
+        return Condition(labels=self.labels, values=self.values, context=self.context)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,46 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from flowmatch.interfaces import CondSpec
+from flowmatch.models.base import MODELS, ModelConfig, check_cond_kinds
 from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding, check_labels
 from flowmatch.utils.checks import check_positive_int
+from flowmatch.utils.options import OptionError, option
 
 
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
+    """Options of the MLP."""
+
+    hidden: int = option(256, ge=1, doc="width of the hidden layers")
+    depth: int = option(4, ge=1, doc="number of hidden layers")
+    time_dim: int = option(64, ge=2, doc="size of the sinusoidal time embedding (even)")
+
+    def validate(self) -> None:
+        """``time_dim`` must be even."""
+        if self.time_dim % 2:
+            raise OptionError("time_dim", f"must be even, got {self.time_dim}")
+
+
+def _build_mlp(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: CondSpec) -> nn.Module:
+    assert isinstance(config, MLPConfig)  # guaranteed by Registry.build
+    check_cond_kinds("mlp", MLP.cond_kinds, cond)
+    return MLP(
+        math.prod(sample_shape),
+        hidden=config.hidden,
+        depth=config.depth,
+        time_dim=config.time_dim,
+        num_classes=cond.num_classes,
+    )
+
+
+@MODELS.register("mlp", config=MLPConfig, build=_build_mlp)
 class MLP(nn.Module):
     """``v(x, t, cond) = MLP([flatten(x), emb(t) (+ emb(label))])`` with SiLU activations.
 
@@ -30,6 +62,8 @@ class MLP(nn.Module):
         >>> net(torch.randn(5, 2), torch.rand(5)).shape
         torch.Size([5, 2])
     """
+
+    cond_kinds: ClassVar[frozenset[str]] = frozenset({"labels"})
 
     def __init__(
         self,

@@ -10,14 +10,18 @@ self-attention layer at the lowest resolution.
 from __future__ import annotations
 
 import math
-from typing import cast
+from dataclasses import dataclass
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowmatch.interfaces import CondSpec
+from flowmatch.models.base import MODELS, ModelConfig, check_cond_kinds
 from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding, check_labels
 from flowmatch.utils.checks import check_positive_int
+from flowmatch.utils.options import OptionError, option
 
 _MAX_GROUPS = 8  # GroupNorm groups at most; small nets have few channels per level
 
@@ -65,6 +69,44 @@ class _SelfAttention(nn.Module):
         return x + self.out(a.transpose(1, 2).reshape(b, c, h, w))
 
 
+@dataclass(frozen=True)
+class UNetConfig(ModelConfig):
+    """Options of the UNet."""
+
+    base_channels: int = option(16, ge=1, doc="channels of the first resolution level")
+    channel_mults: tuple[int, ...] = option((1, 2, 2), ge=1, doc="channel multiplier per level")
+    num_res_blocks: int = option(1, ge=1, doc="residual blocks per level")
+    attention: bool = option(False, doc="self-attention at the lowest resolution")
+    dropout: float = option(0.0, ge=0, lt=1, doc="dropout in the residual blocks")
+
+    def validate(self) -> None:
+        """At least one resolution level."""
+        if not self.channel_mults:
+            raise OptionError("channel_mults", "must list at least one level, got []")
+
+
+def _build_unet(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: CondSpec) -> nn.Module:
+    assert isinstance(config, UNetConfig)  # guaranteed by Registry.build
+    if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+        raise OptionError(
+            "kind",
+            f"model 'unet' needs square images (C, H, H), got samples of shape {sample_shape}; "
+            "use model.kind = 'mlp' for vectors",
+        )
+    check_cond_kinds("unet", UNet.cond_kinds, cond)
+    return UNet(
+        sample_shape[0],
+        image_size=sample_shape[1],
+        base_channels=config.base_channels,
+        channel_mults=config.channel_mults,
+        num_res_blocks=config.num_res_blocks,
+        num_classes=cond.num_classes,
+        dropout=config.dropout,
+        attention=config.attention,
+    )
+
+
+@MODELS.register("unet", config=UNetConfig, build=_build_unet)
 class UNet(nn.Module):
     r"""Conditional UNet velocity field ``v_theta(x, t, y)`` for images ``(B, C, H, W)``.
 
@@ -102,6 +144,8 @@ class UNet(nn.Module):
         >>> net(x, t, y).shape  # label 10 == net.null_label: unconditional
         torch.Size([4, 1, 8, 8])
     """
+
+    cond_kinds: ClassVar[frozenset[str]] = frozenset({"labels"})
 
     def __init__(
         self,

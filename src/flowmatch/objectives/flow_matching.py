@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from flowmatch.couplings.base import Coupling, IndependentCoupling
-from flowmatch.interfaces import PREDICTIONS, Prediction, VelocityField
+from flowmatch.interfaces import PREDICTIONS, Cond, Prediction, VelocityField, cond_batch_size
+from flowmatch.objectives.base import (
+    OBJECTIVES,
+    LossOutput,
+    ObjectiveConfig,
+    ObjectiveStep,
+    TrainingParts,
+    drop_condition,
+)
 from flowmatch.objectives.weighting import WEIGHTINGS, loss_weight
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import GaussianSource, Source
 from flowmatch.times.samplers import TimeSampler, UniformTime
 from flowmatch.utils.checks import check_batch, check_in_choices, check_same_batch
+from flowmatch.utils.options import option
 
 
 @dataclass(frozen=True)
-class LossOutput:
-    """Per-sample loss ``(B,)`` and detached scalars to log."""
+class FlowMatchingConfig(ObjectiveConfig):
+    """Options of conditional flow matching."""
 
-    loss: Tensor
-    logs: dict[str, Tensor] = field(default_factory=dict)
+    weighting: Literal["none", "cosmap"] = option("none", doc="loss weight w(t)")
 
 
+def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
+    assert isinstance(config, FlowMatchingConfig)  # guaranteed by Registry.build
+    dropout = config.cond_dropout if parts.cond.conditional else 0.0
+    objective = FlowMatchingObjective(
+        parts.path,
+        parts.coupling,
+        parts.time_sampler,
+        parts.source,
+        prediction=parts.prediction,
+        weighting=config.weighting,
+        cond_dropout=dropout,
+        null_label=parts.cond.num_classes if dropout > 0 else None,
+    )
+    return ObjectiveStep(objective)
+
+
+@OBJECTIVES.register("flow_matching", config=FlowMatchingConfig, build=_build_flow_matching)
 class FlowMatchingObjective:
     """Conditional flow matching: ``E_{t, (x0, x1) ~ pi} w(t) ||f(x_t, t) - y||^2``.
 
@@ -38,10 +64,11 @@ class FlowMatchingObjective:
         source: the source ``p0`` (default ``N(0, I)``).
         prediction: what the network outputs: ``"velocity"``, ``"x1"`` or ``"x0"``.
         weighting: ``"none"`` or ``"cosmap"``.
-        cond_dropout: probability of replacing a label by ``null_label`` (classifier-free
-            guidance training; Ho & Salimans 2022).
+        cond_dropout: probability of replacing a sample's condition by the null condition
+            (classifier-free guidance training; Ho & Salimans 2022): labels become
+            ``null_label``, values and context are marked dropped (``Condition.drop``).
         null_label: the label id of "no condition" (usually ``num_classes``); required when
-            ``cond_dropout > 0``.
+            ``cond_dropout > 0`` and the condition has labels.
 
     Raises:
         ValueError: unknown ``prediction``/``weighting``, ``cond_dropout`` outside ``[0, 1)``,
@@ -77,33 +104,44 @@ class FlowMatchingObjective:
         self.weighting = check_in_choices(weighting, WEIGHTINGS, "weighting")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
-        if cond_dropout > 0 and null_label is None:
-            raise ValueError("cond_dropout > 0 needs null_label (the id of the empty condition)")
         self.cond_dropout = float(cond_dropout)
         self.null_label = null_label
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowMatchingObjective({self.path!r}, {self.coupling!r}, {self.time_sampler!r}, "
+            f"{self.source!r}, prediction={self.prediction!r}, weighting={self.weighting!r}, "
+            f"cond_dropout={self.cond_dropout})"
+        )
 
     def pair(
         self,
         x1: Tensor,
         *,
+        x0: Tensor | None = None,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw sources and couple them with ``x1`` ``(B, *D)``; returns paired ``x0`` ``(B, *D)``.
+        """Couple sources with ``x1`` ``(B, *D)``; returns the paired ``x0`` ``(B, *D)``.
+
+        Args:
+            x1: data ``(B, *D)``.
+            x0: sources to couple; drawn from the source when ``None``.
+            labels: labels of ``x1`` ``(B,)`` for label-aware couplings.
+            generator: randomness of the source and of stochastic couplings.
 
         Separate from ``__call__`` so a data pipeline can do the coupling ahead of the step.
         """
-        x0 = self.source.sample_like(x1, generator)
+        if x0 is None:
+            x0 = self.source.sample_like(x1, generator)
         x0, _ = self.coupling(x0, x1, labels=labels, generator=generator)
         return x0
 
     def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Replace each label by ``null_label`` with probability ``cond_dropout``."""
-        if self.cond_dropout == 0.0:
-            return labels
-        assert self.null_label is not None  # guaranteed by __init__
-        drop = torch.rand(labels.shape, generator=generator, device=labels.device)
-        return torch.where(drop < self.cond_dropout, self.null_label, labels)
+        out = drop_condition(labels, self.cond_dropout, self.null_label, generator)
+        assert isinstance(out, Tensor)
+        return out
 
     def __call__(
         self,
@@ -111,7 +149,8 @@ class FlowMatchingObjective:
         x1: Tensor,
         *,
         x0: Tensor | None = None,
-        cond: Tensor | None = None,
+        x0_paired: bool = False,
+        cond: Cond = None,
         t: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> LossOutput:
@@ -120,8 +159,12 @@ class FlowMatchingObjective:
         Args:
             model: the network ``(x, t, cond) -> (B, *D)`` in this objective's parameterisation.
             x1: data ``(B, *D)``.
-            x0: already-coupled sources ``(B, *D)``; drawn and coupled here when ``None``.
-            cond: labels ``(B,)``; dropped to ``null_label`` with prob. ``cond_dropout``.
+            x0: sources ``(B, *D)``; drawn from the source when ``None``. The coupling is
+                applied to them unless ``x0_paired``.
+            x0_paired: ``x0`` is already coupled with ``x1`` (e.g. by the trainer's pairing
+                pipeline): skip the coupling. Requires ``x0``.
+            cond: labels ``(B,)`` or a ``Condition``; dropped to the null condition with
+                probability ``cond_dropout``.
             t: times ``(B,)``; drawn from ``time_sampler`` when ``None``.
             generator: randomness for ``x0``, ``t`` and label dropout.
 
@@ -135,18 +178,23 @@ class FlowMatchingObjective:
                 batch, or the model output is not shaped like ``x1``.
         """
         check_batch(x1, "x1")
-        if isinstance(cond, Tensor) and (cond.ndim == 0 or cond.shape[0] != x1.shape[0]):
-            raise ValueError(
-                f"cond must have batch size B = {x1.shape[0]} (labels (B,)), "
-                f"got shape {tuple(cond.shape)}"
+        if cond is not None and cond_batch_size(cond) != x1.shape[0]:
+            got = (
+                f"shape {tuple(cond.shape)}" if isinstance(cond, Tensor) else cond_batch_size(cond)
             )
-        if x0 is None:
-            x0 = self.pair(x1, labels=cond, generator=generator)
+            raise ValueError(
+                f"cond must have batch size B = {x1.shape[0]} (labels (B,)), got {got}"
+            )
+        if x0_paired and x0 is None:
+            raise ValueError("x0_paired=True needs the paired sources x0")
+        if not x0_paired:
+            labels = cond if isinstance(cond, Tensor) else getattr(cond, "labels", None)
+            x0 = self.pair(x1, x0=x0, labels=labels, generator=generator)
+        assert x0 is not None
         check_same_batch(x0, x1)
         if t is None:
             t = self.time_sampler.sample_t(x1.shape[0], generator, device=x1.device, dtype=x1.dtype)
-        if cond is not None:
-            cond = self.drop_labels(cond, generator)
+        cond = drop_condition(cond, self.cond_dropout, self.null_label, generator)
         sample = self.path.sample(x0, x1, t)
         out = model(sample.xt, t, cond)
         target = self.path.target(sample, self.prediction)

@@ -9,22 +9,37 @@ moves with the step size its hardest sample needs: report NFE together with the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from flowmatch.interfaces import Cond, VelocityField
-from flowmatch.solvers.base import AdaptiveSolver, AdaptiveStats
+from flowmatch.solvers.base import SAMPLERS, AdaptiveSolver, AdaptiveStats, SamplerConfig
 from flowmatch.solvers.ode import _rk_stages, _weighted_sum
 from flowmatch.solvers.tableaus import DOPRI5, DOPRI5_SHAMPINE_ERR
 from flowmatch.utils.checks import check_in_choices, check_positive_float, check_positive_int
+from flowmatch.utils.options import option
 
 
 def _rms(x: Tensor) -> float:
     return float(x.detach().pow(2).mean().sqrt())
 
 
+@dataclass(frozen=True)
+class Dopri5Config(SamplerConfig):
+    """Options of the adaptive Dormand-Prince solver."""
+
+    atol: float = option(1e-5, gt=0, doc="absolute tolerance")
+    rtol: float = option(1e-5, gt=0, doc="relative tolerance")
+    max_steps: int = option(10_000, ge=1, doc="attempted steps allowed per solve")
+    estimator: Literal["shampine", "dormand_prince"] = option(
+        "shampine", doc="embedded error estimate"
+    )
+
+
+@SAMPLERS.register("dopri5", config=Dopri5Config)
 class Dopri5(AdaptiveSolver):
     """Dormand-Prince 5(4): 6 NFE per attempted step (first-same-as-last), error ``<= tolerance``.
 
@@ -55,8 +70,8 @@ class Dopri5(AdaptiveSolver):
         (0.367879, True)
     """
 
-    name = "dopri5"
     order = 5
+    stages = 6  # per attempted step: the 7th stage is the next step's first (FSAL)
 
     def __init__(
         self,

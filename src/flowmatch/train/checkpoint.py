@@ -69,18 +69,56 @@ class Checkpoint:
     Attributes:
         path: the checkpoint directory.
         step: number of optimisation steps completed when it was written.
-        model: the model ``state_dict``.
-        ema: the EMA weights (same keys as ``model``), or ``None``.
+        modules: ``state_dict`` of every trained module, by name (``"model"`` for one net).
+        emas: EMA weights by module name (same keys as ``modules``), or ``None``.
         optimizer: an optimiser ``state_dict`` (``{"state": ..., "param_groups": ...}``).
         state: the parsed ``state.json`` (configs, lr schedule, RNG states, versions, ...).
     """
 
     path: Path
     step: int
-    model: dict[str, Tensor]
-    ema: dict[str, Tensor] | None
+    modules: dict[str, dict[str, Tensor]]
+    emas: dict[str, dict[str, Tensor]] | None
     optimizer: dict[str, Any]
     state: dict[str, Any]
+
+    @property
+    def model(self) -> dict[str, Tensor]:
+        """The ``state_dict`` of the module named ``"model"`` (or of the only module)."""
+        return self.modules[_main_name(self.modules)]
+
+    @property
+    def ema(self) -> dict[str, Tensor] | None:
+        """The EMA weights of :attr:`model`, or ``None``."""
+        return None if self.emas is None else self.emas.get(_main_name(self.modules))
+
+
+def _main_name(modules: Mapping[str, Any]) -> str:
+    return "model" if "model" in modules or len(modules) != 1 else next(iter(modules))
+
+
+def module_file(name: str, *, ema: bool = False) -> str:
+    """File name of a module's weights (``model.safetensors``, ``<name>.ema.safetensors``, ...).
+
+    ``"model"`` keeps the single-module names ``model.safetensors`` / ``ema.safetensors``;
+    other modules use ``<name>.safetensors`` / ``<name>.ema.safetensors``.
+    """
+    if name == "model":
+        return EMA_FILE if ema else MODEL_FILE
+    return f"{name}.ema.safetensors" if ema else f"{name}.safetensors"
+
+
+def check_module_name(name: Any) -> str:
+    """Module names are identifiers (they become file names).
+
+    Raises:
+        ValueError: not a lowercase identifier, or a reserved name.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name in ("ema", "optimizer"):
+        raise ValueError(
+            f"module names must be identifiers other than 'ema'/'optimizer', got {name!r}"
+        )
+    return name
 
 
 def checkpoint_name(step: int) -> str:
@@ -136,9 +174,11 @@ def save_checkpoint(
     run_dir: str | Path,
     step: int,
     *,
-    model: Mapping[str, Tensor],
     optimizer: Mapping[str, Any],
+    model: Mapping[str, Tensor] | None = None,
     ema: Mapping[str, Tensor] | None = None,
+    modules: Mapping[str, Mapping[str, Tensor]] | None = None,
+    emas: Mapping[str, Mapping[str, Tensor]] | None = None,
     extra: Mapping[str, Any] | None = None,
     keep: int | None = None,
 ) -> Path:
@@ -147,9 +187,11 @@ def save_checkpoint(
     Args:
         run_dir: the run directory (``checkpoints/`` is created inside it).
         step: number of completed optimisation steps, ``>= 0``.
-        model: model ``state_dict``.
         optimizer: optimiser ``state_dict``.
-        ema: EMA ``state_dict`` or ``None``.
+        model: model ``state_dict`` (shorthand for ``modules={"model": model}``).
+        ema: EMA ``state_dict`` of ``model`` or ``None``.
+        modules: ``state_dict`` of every trained module by name.
+        emas: EMA ``state_dict`` by module name (the same names as ``modules``) or ``None``.
         extra: JSON-serialisable entries added to ``state.json`` (configs, RNG, schedule).
         keep: keep only the ``keep`` most recent checkpoints (``None``: keep all).
 
@@ -157,8 +199,19 @@ def save_checkpoint(
         The final checkpoint directory.
 
     Raises:
-        ValueError: ``step < 0``, ``keep < 1`` or ``extra`` not JSON-serialisable.
+        ValueError: ``step < 0``, ``keep < 1``, both or neither of ``model``/``modules``,
+            EMA names that differ from the module names, or ``extra`` not JSON-serialisable.
     """
+    if (model is None) == (modules is None):
+        raise ValueError("pass exactly one of model= (one module) or modules= (by name)")
+    if model is not None:
+        modules = {"model": model}
+        emas = None if ema is None else {"model": ema}
+    assert modules is not None
+    for module_name in modules:
+        check_module_name(module_name)
+    if emas is not None and set(emas) != set(modules):
+        raise ValueError(f"EMA names {sorted(emas)} differ from module names {sorted(modules)}")
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     if keep is not None and keep < 1:
@@ -172,9 +225,11 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         opt_tensors, opt_meta = _split_optimizer(optimizer)
-        blobs = {MODEL_FILE: st_save(_cpu_tensors(model)), OPTIMIZER_FILE: st_save(opt_tensors)}
-        if ema is not None:
-            blobs[EMA_FILE] = st_save(_cpu_tensors(ema))
+        blobs = {OPTIMIZER_FILE: st_save(opt_tensors)}
+        for module_name, sd in modules.items():
+            blobs[module_file(module_name)] = st_save(_cpu_tensors(sd))
+            if emas is not None:
+                blobs[module_file(module_name, ema=True)] = st_save(_cpu_tensors(emas[module_name]))
         files = {}
         for fname, blob in blobs.items():
             write_bytes_durable(tmp / fname, blob)
@@ -182,7 +237,8 @@ def save_checkpoint(
         state = {
             "format_version": FORMAT_VERSION,
             "step": step,
-            "has_ema": ema is not None,
+            "modules": list(modules),
+            "has_ema": emas is not None,
             "files": files,
             "optimizer": opt_meta,
             **dict(extra or {}),
@@ -346,10 +402,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         step, files, opt_meta = int(state["step"]), dict(state["files"]), state["optimizer"]
     except corrupt as err:
         raise CheckpointError(f"checkpoint file {state_path} is corrupt: {err!r}") from None
-    model = _load_tensors(path / MODEL_FILE, files)
-    ema = _load_tensors(path / EMA_FILE, files) if state.get("has_ema") else None
+    names = state.get("modules", ["model"])
+    if not isinstance(names, list) or not names:
+        raise CheckpointError(f"checkpoint file {state_path} lists no modules: {names!r}")
+    for name in names:
+        try:
+            check_module_name(name)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint file {state_path}: {err}") from None
+    modules = {n: _load_tensors(path / module_file(n), files) for n in names}
+    emas = None
+    if state.get("has_ema"):
+        emas = {n: _load_tensors(path / module_file(n, ema=True), files) for n in names}
     optimizer = _join_optimizer(_load_tensors(path / OPTIMIZER_FILE, files), opt_meta)
-    return Checkpoint(path=path, step=step, model=model, ema=ema, optimizer=optimizer, state=state)
+    return Checkpoint(
+        path=path, step=step, modules=modules, emas=emas, optimizer=optimizer, state=state
+    )
 
 
 def rng_state() -> dict[str, Any]:

@@ -105,6 +105,16 @@ def setup_distributed(device: str) -> tuple[DistributedContext, torch.device]:
     return ctx, dev
 
 
+def process_rank() -> int:
+    """The global rank of this process under ``torchrun`` (``RANK``), 0 when not distributed.
+
+    The one place the application layer reads the rank before a process group exists (only
+    rank 0 writes files and reports progress).
+    """
+    value = _env_int("RANK")
+    return 0 if value is None else value
+
+
 def wrap_model(model: nn.Module, ctx: DistributedContext, device: torch.device) -> nn.Module:
     """Wrap ``model`` in ``DistributedDataParallel`` when distributed; otherwise return it.
 

@@ -1,8 +1,15 @@
 """The training loop: one optimisation step, repeated; bookkeeping only at logging points.
 
+The loop is generic: the algorithm is a :class:`~flowmatch.objectives.TrainingStep`
+(``step(modules, batch, generator) -> LossOutput``) over any number of trained modules and
+frozen ones (a teacher, a reference policy), fed by any batch source with a pure
+``batch_at(k)``. Flow matching is one such step. The trainer owns the bookkeeping: AdamW, the
+learning-rate schedule, one EMA per trained module, bf16, compile, atomic checkpoints of every
+module, exact resume, NaN detection and DDP, for every step alike.
+
 A step ``k`` (0-based) is a pure function of ``(seed, rank, k)`` and the current weights:
-its batch is ``BatchSchedule.batch_at(k)`` and all of its randomness (``x0``, ``t``, label
-dropout) comes from ``step_generator(seed, rank, k)``. Nothing is carried from step to step
+its batch is ``batch_at(k)`` and all of its randomness (``x0``, ``t``, condition dropout)
+comes from ``step_generator(seed, rank, k)``. Nothing is carried from step to step
 except the model, optimiser and EMA tensors, which is what makes resumed, prefetched and
 data-parallel runs reproduce an uninterrupted run exactly.
 
@@ -15,6 +22,7 @@ them, so a failure is reported with its exact step without checking every step.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -22,14 +30,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from flowmatch._version import __version__
-from flowmatch.couplings.base import IndependentCoupling
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule
+from flowmatch.objectives.base import LossOutput, ObjectiveStep, TrainingStep
 from flowmatch.train import distributed
 from flowmatch.train.callbacks import CALLBACK_METHODS, Callback
 from flowmatch.train.checkpoint import (
@@ -37,9 +45,11 @@ from flowmatch.train.checkpoint import (
     Checkpoint,
     CheckpointError,
     atomic_write_text,
+    check_module_name,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
+    module_file,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -52,7 +62,20 @@ from flowmatch.utils.tensor import mix_seed
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
+EvalFn = Callable[[Any, int], Mapping[str, float]]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Anything with a pure ``batch_at(step) -> Batch`` (the batch of a 0-based step).
+
+    ``BatchSchedule`` over an in-memory dataset is one; a source that generates teacher pairs
+    on the fly is another. Purity in ``step`` is what makes resume exact.
+    """
+
+    def batch_at(self, step: int) -> Batch:
+        """The batch of optimisation step ``step`` (on the training device)."""
+        ...
 
 
 class NonFiniteError(FloatingPointError):
@@ -92,27 +115,33 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a velocity field with an objective on an in-memory dataset (AdamW, EMA, DDP).
+    """Trains modules with a pluggable training step (AdamW, schedule, EMA, checkpoints, DDP).
 
-    One step (Lipman et al. 2023, Alg. 1; Tong et al. 2024, Alg. 1 for couplings):
+    One step (Lipman et al. 2023, Alg. 1 for flow matching; any ``TrainingStep`` alike):
 
-    ``L = mean_i loss_i(theta)``; ``g = grad L``; ``g <- g min(1, c / |g|)``;
-    ``theta <- AdamW(theta, g, lr_k)``; ``theta_ema <- lerp(theta_ema, theta, 1 - decay)``.
+    ``L = mean_i step(modules, batch_k, g_k).loss_i``; ``g = grad L``;
+    ``g <- g min(1, c / |g|)``; ``theta <- AdamW(theta, g, lr_k)``;
+    ``theta_ema <- lerp(theta_ema, theta, 1 - decay)`` for every trained module.
 
     Only rank 0 writes ``out_dir`` (``metrics.jsonl``, ``checkpoints/``) and calls callbacks.
 
     Args:
-        model: the network ``(x (B, *D), t (B,), cond) -> (B, *D)``; moved to
-            ``config.device``.
-        objective: callable ``objective(model, x1, *, x0, cond, generator) -> LossOutput``
-            returning a per-sample loss ``(B,)`` (e.g. :class:`FlowMatchingObjective`).
-        train_data: the training set (copied to ``config.device`` once).
+        model: the trained network, or a dict ``{name: module}`` of trained modules; moved to
+            ``config.device``. A single module is named ``"model"``.
+        objective: a :class:`~flowmatch.objectives.TrainingStep`, or a per-model objective
+            ``objective(model, x1, *, x0, x0_paired, cond, generator) -> LossOutput`` (e.g.
+            :class:`FlowMatchingObjective`), which is wrapped in an ``ObjectiveStep``.
+        train_data: an in-memory training set (copied to ``config.device`` once and batched
+            by a ``BatchSchedule``) or any ``BatchSource``.
         config: hyper-parameters.
+        frozen: modules the step reads but does not train (moved to the device, eval mode,
+            ``requires_grad=False``); their weights are fingerprinted in every checkpoint.
         out_dir: run directory for metrics and checkpoints (``None``: write nothing).
         run_config: the resolved application config, stored in every checkpoint.
         callbacks: progress hooks (see :class:`Callback`).
         eval_fn: ``eval_fn(model, step) -> {name: value}``, called every ``eval_every`` steps
-            and at ``config.steps`` with the EMA model if any, in eval mode under no_grad.
+            and at ``config.steps`` with the EMA weights if any, in eval mode under no_grad;
+            ``model`` is the module for a single-module trainer, else the dict of modules.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -133,19 +162,26 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
-        objective: Callable[..., Any],
-        train_data: ArrayDataset,
+        model: nn.Module | Mapping[str, nn.Module],
+        objective: TrainingStep | Callable[..., Any],
+        train_data: ArrayDataset | BatchSource,
         config: TrainConfig,
         *,
+        frozen: Mapping[str, nn.Module] | None = None,
         out_dir: str | Path | None = None,
         run_config: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
         eval_fn: EvalFn | None = None,
     ) -> None:
-        _check_arguments(model, objective, train_data, config, run_config, callbacks, eval_fn)
+        modules, self._single = _as_modules(model, "model")
+        frozen_modules, _ = _as_modules(frozen or {}, "frozen")
+        step = _as_step(objective, modules)
+        _check_arguments(step, modules, frozen_modules, train_data, config, run_config, callbacks)
+        if eval_fn is not None and not callable(eval_fn):
+            raise TypeError(f"eval_fn must be callable (model, step) -> dict, got {eval_fn!r}")
         self.config = config
         self.objective = objective
+        self.step_fn = step
         self.run_config = dict(run_config) if run_config is not None else None
         self.callbacks = tuple(callbacks)
         self.eval_fn = eval_fn
@@ -153,27 +189,30 @@ class Trainer:
         self.dist, self.device = distributed.setup_distributed(config.device)
         _check_device(self.device)
 
-        self.model = model.to(self.device)
-        self.model.train()
-        self.data = train_data if train_data.x.device == self.device else train_data.to(self.device)
-        self.batches = BatchSchedule(
-            self.data,
-            config.batch_size,
-            seed=config.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.modules = {name: m.to(self.device).train() for name, m in modules.items()}
+        self.frozen = {name: _freeze(m.to(self.device)) for name, m in frozen_modules.items()}
+        self.batches = self._batch_source(train_data)
+        self._params = [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
         if not self._params:
             raise ValueError("model has no trainable parameters (requires_grad=True)")
         self.optimizer = torch.optim.AdamW(
-            self._params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            self._params,
+            lr=config.lr,
+            betas=(config.betas[0], config.betas[1]),
+            weight_decay=config.weight_decay,
         )
         self.lr_schedule = WarmupCosine.from_config(config)
         # Wrap first: DDP broadcasts rank 0's weights, and the EMA must start from those.
-        net = distributed.wrap_model(self.model, self.dist, self.device)
-        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay is not None else None
-        self.net: nn.Module = torch.compile(net) if config.compile else net  # type: ignore[assignment]
+        nets = {
+            n: distributed.wrap_model(m, self.dist, self.device) for n, m in self.modules.items()
+        }
+        decay = config.ema_decay
+        self.emas = None if decay is None else {n: EMA(m, decay) for n, m in self.modules.items()}
+        if config.compile:
+            nets = {n: torch.compile(net) for n, net in nets.items()}  # type: ignore[misc]
+        # What the step sees: wrapped trained modules and the frozen ones.
+        self._step_modules: dict[str, nn.Module] = {**nets, **self.frozen}
+        self._fingerprints = {n: _fingerprint(m) for n, m in self.frozen.items()}
 
         self.step = 0
         self.last_checkpoint: Path | None = None
@@ -184,6 +223,7 @@ class Trainer:
         # Keeping the step's own (detached) tensors costs no kernel, unlike copying them.
         self._losses: list[Tensor] = []
         self._gnorms: list[Tensor] = []
+        self._logs: dict[str, list[Tensor]] = {}
         self._gen = torch.Generator(device=self.device)
         self._gnorm_step = -1  # step whose grad norm is in _gnorms when grad_clip is None
         self._window_start = 0
@@ -191,16 +231,44 @@ class Trainer:
         self._t_fit = self._t_window = time.perf_counter()
         self._paused = 0.0
 
+    @property
+    def model(self) -> nn.Module:
+        """The trained module named ``"model"`` (or the only one)."""
+        return self.modules[_main(self.modules)]
+
+    @property
+    def ema(self) -> EMA | None:
+        """The EMA of :attr:`model` (``None`` without EMA)."""
+        return None if self.emas is None else self.emas[_main(self.modules)]
+
+    @property
+    def net(self) -> nn.Module:
+        """:attr:`model` as the step calls it (DDP-wrapped and/or compiled)."""
+        return self._step_modules[_main(self.modules)]
+
+    def _batch_source(self, data: ArrayDataset | BatchSource) -> BatchSource:
+        if not isinstance(data, ArrayDataset):
+            return data
+        self.data = data if data.x.device == self.device else data.to(self.device)
+        return BatchSchedule(
+            self.data,
+            self.config.batch_size,
+            seed=self.config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def resume(
         cls,
         run_dir: str | Path,
-        model: nn.Module,
-        objective: Callable[..., Any],
-        train_data: ArrayDataset,
+        model: nn.Module | Mapping[str, nn.Module],
+        objective: TrainingStep | Callable[..., Any],
+        train_data: ArrayDataset | BatchSource,
         config: TrainConfig | None = None,
         *,
+        frozen: Mapping[str, nn.Module] | None = None,
         run_config: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
         eval_fn: EvalFn | None = None,
@@ -213,9 +281,10 @@ class Trainer:
 
         Args:
             run_dir: the ``out_dir`` of the interrupted run; it stays the output directory.
-            model: a freshly built model of the same architecture.
-            objective: the objective (built like the original one).
+            model: freshly built module(s) of the same architecture.
+            objective: the training step or objective (built like the original one).
             train_data: the same training data.
+            frozen: the same frozen modules (checked against their fingerprints).
             config: replacement config, or ``None`` to reuse the checkpoint's.
             run_config: replacement application config, or ``None`` to reuse the saved one.
             callbacks: progress hooks.
@@ -250,6 +319,7 @@ class Trainer:
             objective,
             train_data,
             config,
+            frozen=frozen,
             out_dir=run_dir,
             run_config=run_config,
             callbacks=callbacks,
@@ -276,19 +346,35 @@ class Trainer:
                 f"checkpoint {ckpt.path} is at step {ckpt.step}, beyond config.steps = "
                 f"{self.config.steps}; pass a config with more steps to continue"
             )
-        try:
-            self.model.load_state_dict(ckpt.model)
-        except RuntimeError as err:
+        if set(ckpt.modules) != set(self.modules):
             raise ValueError(
-                f"{ckpt.path / 'model.safetensors'} does not fit the model: {err}"
-            ) from None
-        if (self.ema is None) != (ckpt.ema is None):
+                f"checkpoint {ckpt.path} holds modules {sorted(ckpt.modules)}, this trainer "
+                f"trains {sorted(self.modules)}"
+            )
+        for name, module in self.modules.items():
+            try:
+                module.load_state_dict(ckpt.modules[name])
+            except RuntimeError as err:
+                what = "the model" if name == "model" else f"the {name!r} module"
+                detail = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+                raise ValueError(
+                    f"{ckpt.path / module_file(name)} does not fit {what} (another "
+                    f"architecture?): {detail[0] if detail else err}"
+                ) from None
+        if (self.emas is None) != (ckpt.emas is None):
             raise ValueError(
-                f"checkpoint {ckpt.path} has_ema={ckpt.ema is not None} but config.ema_decay="
+                f"checkpoint {ckpt.path} has_ema={ckpt.emas is not None} but config.ema_decay="
                 f"{self.config.ema_decay}; use the same EMA setting as the original run"
             )
-        if self.ema is not None and ckpt.ema is not None:
-            self.ema.load_state_dict(ckpt.ema)
+        if self.emas is not None and ckpt.emas is not None:
+            for name, ema in self.emas.items():
+                ema.load_state_dict(ckpt.emas[name])
+        saved = ckpt.state.get("frozen", {})
+        if saved and saved != self._fingerprints:
+            raise ValueError(
+                f"checkpoint {ckpt.path} was trained with other frozen modules (fingerprints "
+                f"{saved}, now {self._fingerprints}); resume with the same teacher/reference"
+            )
         self.optimizer.load_state_dict(ckpt.optimizer)
         set_rng_state(ckpt.state["rng"])
         self.step = ckpt.step
@@ -378,8 +464,14 @@ class Trainer:
         g = self._gen
         g.manual_seed(mix_seed(cfg.seed, self.dist.rank, k))
         with self._autocast():
-            out = self.objective(self.net, batch.x1, x0=batch.x0, cond=batch.labels, generator=g)
+            out = self.step_fn(self._step_modules, batch, g)
+        if not isinstance(out, LossOutput):
+            raise TypeError(
+                f"{type(self.step_fn).__name__} must return a LossOutput, got {type(out).__name__}"
+            )
         loss = out.loss.float().mean()
+        for key, value in out.logs.items():
+            self._logs.setdefault(key, []).append(value.detach().float().mean())
         loss.backward()
         if cfg.grad_clip is not None:
             self._gnorms.append(nn.utils.clip_grad_norm_(self._params, cfg.grad_clip))
@@ -394,8 +486,9 @@ class Trainer:
             self._lr = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update()
+        if self.emas is not None:
+            for ema in self.emas.values():
+                ema.update()
         self._losses.append(loss.detach())
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -404,39 +497,34 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _make_prefetcher(self, start: int, stop: int) -> Any | None:
-        """A ``PairingPrefetcher`` when the coupling does real work, else ``None``.
+        """A ``PairingPrefetcher`` when the step's ``prepare`` does work, else ``None``.
 
         A non-trivial coupling (e.g. minibatch OT) pairs ``x0`` with ``x1`` in a background
-        thread, ``depth`` steps ahead; its randomness for step ``k`` comes from
+        thread (``TrainingStep.prepare``), ``depth`` steps ahead; its randomness for step ``k`` comes from
         ``step_generator(mix_seed(seed, rank), 0xC0, k)``, so results do not depend on timing.
         """
-        if start >= stop or not _needs_pairing(self.objective):
+        if start >= stop or not self.step_fn.prepares:
             return None
         from flowmatch.train.prefetch import PairingPrefetcher  # lazy: optional pipeline
 
-        pair = self.objective.pair  # type: ignore[attr-defined]  # checked in __init__
-
-        def pair_fn(batch: Batch, generator: torch.Generator) -> Tensor:
-            return pair(batch.x1, labels=batch.labels, generator=generator)
-
         return PairingPrefetcher(
             self.batches.batch_at,
-            pair_fn,
+            self.step_fn.prepare,
             seed=mix_seed(self.config.seed, self.dist.rank),
             start_step=start,
         )
 
     # ------------------------------------------------------------------ bookkeeping
-    def _window_stats(self) -> tuple[float, float, int, str]:
-        """One host sync: window mean loss and grad norm, and the first non-finite step.
+    def _window_stats(self) -> tuple[float, float, int, str, dict[str, float]]:
+        """One host sync: window means of loss, grad norm and step logs, first non-finite step.
 
-        Returns ``(mean_loss, grad_norm, bad_step, quantity)`` with ``bad_step = 0`` when
-        everything is finite. Across ranks the sums are averaged and the earliest bad step
-        wins, so every rank raises the same error at the same point.
+        Returns ``(mean_loss, grad_norm, bad_step, quantity, logs)`` with ``bad_step = 0``
+        when everything is finite. Across ranks the sums are averaged and the earliest bad
+        step wins, so every rank raises the same error at the same point.
         """
         n = len(self._losses)  # == self.step - self._window_start
         if n == 0:
-            return self._last_loss, math.nan, 0, ""
+            return self._last_loss, math.nan, 0, "", {}
         losses = torch.stack(self._losses)
         if self.config.grad_clip is not None:
             gnorms, offset = torch.stack(self._gnorms), 0  # measured at every step (clipping)
@@ -445,36 +533,40 @@ class Trainer:
         else:
             gnorms, offset = losses[:0], 0  # not measured in this window
         inf = losses.new_tensor(math.inf, dtype=torch.float64)
+        names = sorted(self._logs)
         stats = torch.stack(
             [
                 losses.sum().double(),
                 gnorms.sum().double() / max(1, gnorms.numel()),
+                *(torch.stack(self._logs[k]).mean().double() for k in names),
                 _first_nonfinite(losses, inf),
                 _first_nonfinite(gnorms, inf) + offset,
             ]
         )
         if self.dist.enabled:
-            distributed.all_reduce_(stats[:2], self.dist, "sum")
-            distributed.all_reduce_(stats[2:], self.dist, "min")
-        loss_sum, gnorm, bad_loss, bad_grad = stats.tolist()
+            distributed.all_reduce_(stats[:-2], self.dist, "sum")
+            distributed.all_reduce_(stats[-2:], self.dist, "min")
+        values = stats.tolist()
+        loss_sum, gnorm, bad_loss, bad_grad = values[0], values[1], values[-2], values[-1]
         world = self.dist.world_size
+        logs = {k: v / world for k, v in zip(names, values[2:-2], strict=True)}
         if gnorms.numel() == 0:
             gnorm = math.nan
         bad = min(bad_loss, bad_grad)
         if bad == math.inf:
-            return loss_sum / (n * world), gnorm / world, 0, ""
+            return loss_sum / (n * world), gnorm / world, 0, "", logs
         quantity = "loss" if bad_loss <= bad_grad else "grad_norm"
-        return math.nan, math.nan, self._window_start + int(bad) + 1, quantity
+        return math.nan, math.nan, self._window_start + int(bad) + 1, quantity, {}
 
-    def _check_finite(self) -> tuple[float, float]:
-        loss, gnorm, bad_step, quantity = self._window_stats()
+    def _check_finite(self) -> tuple[float, float, dict[str, float]]:
+        loss, gnorm, bad_step, quantity, logs = self._window_stats()
         if bad_step:
             raise NonFiniteError(bad_step, quantity, self.last_checkpoint)
-        return loss, gnorm
+        return loss, gnorm, logs
 
     def _log(self, step: int) -> None:
         n = step - self._window_start
-        loss, gnorm = self._check_finite()
+        loss, gnorm, logs = self._check_finite()
         now = time.perf_counter()
         busy = now - self._t_window - self._paused
         record = {
@@ -484,6 +576,7 @@ class Trainer:
             "grad_norm": gnorm,
             "steps_per_sec": n / busy if busy > 0 else math.nan,
             "elapsed": self._elapsed_before + now - self._t_fit,
+            **{k: v for k, v in logs.items() if k not in _RECORD_KEYS},
         }
         self._start_window(step, now)
         self._last_loss = loss
@@ -507,14 +600,19 @@ class Trainer:
         self._check_finite()
         t0 = time.perf_counter()
         if self.dist.is_main:
-            model = self.ema.module_synced() if self.ema is not None else self.model
-            was_training = model.training
-            model.eval()
+            models = {
+                n: (self.emas[n].module_synced() if self.emas is not None else m)
+                for n, m in self.modules.items()
+            }
+            modes = {n: m.training for n, m in models.items()}
+            for m in models.values():
+                m.eval()
             try:
                 with torch.no_grad():
-                    raw = self.eval_fn(model, step)
+                    raw = self.eval_fn(models[_main(models)] if self._single else models, step)
             finally:
-                model.train(was_training)
+                for n, m in models.items():
+                    m.train(modes[n])
             results = _eval_results(raw)
             self._write_record({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
             logger.info("eval at step %d: %s", step, results)
@@ -528,12 +626,13 @@ class Trainer:
         t0 = time.perf_counter()
         path = self.out_dir / CHECKPOINT_DIR / checkpoint_name(step)
         if self.dist.is_main:
+            emas = self.emas
             path = save_checkpoint(
                 self.out_dir,
                 step,
-                model=self.model.state_dict(),
+                modules={n: m.state_dict() for n, m in self.modules.items()},
+                emas=None if emas is None else {n: e.state_dict() for n, e in emas.items()},
                 optimizer=self.optimizer.state_dict(),
-                ema=self.ema.state_dict() if self.ema is not None else None,
                 extra=self._extra_state(),
                 keep=self.config.keep_checkpoints,
             )
@@ -553,6 +652,7 @@ class Trainer:
             "elapsed": self._elapsed_before + time.perf_counter() - self._t_fit,
             "last_loss": self._last_loss,
             "world_size": self.dist.world_size,
+            "frozen": self._fingerprints,
             "flowmatch_version": __version__,
             "torch_version": torch.__version__,
         }
@@ -560,7 +660,7 @@ class Trainer:
     def _start_window(self, step: int, now: float) -> None:
         """Begin a new logging window after ``step`` (its steps/s is timed from ``now``)."""
         self._window_start, self._t_window, self._paused = step, now, 0.0
-        self._losses, self._gnorms = [], []
+        self._losses, self._gnorms, self._logs = [], [], {}
 
     def _flush_window(self) -> None:
         """Log the steps done since the last logging point, if any."""
@@ -630,10 +730,62 @@ def _check_trainer_state(ckpt: Checkpoint) -> None:
         )
 
 
-def _needs_pairing(objective: Any) -> bool:
-    """Whether the objective's coupling does real work (anything but the independent one)."""
-    coupling = getattr(objective, "coupling", None)
-    return coupling is not None and not isinstance(coupling, IndependentCoupling)
+#: Keys of a metrics record that a step's logs may not overwrite.
+_RECORD_KEYS = frozenset({"step", "loss", "lr", "grad_norm", "steps_per_sec", "elapsed"})
+
+
+def _main(modules: Mapping[str, Any]) -> str:
+    """The name of the main module: ``"model"``, or the first one."""
+    return "model" if "model" in modules else next(iter(modules))
+
+
+def _as_modules(value: Any, what: str) -> tuple[dict[str, nn.Module], bool]:
+    """``{name: module}`` from a module or a mapping; and whether a single module was given."""
+    if isinstance(value, nn.Module):
+        return {"model": value}, True
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{what} must be a torch.nn.Module, got {type(value).__name__} (or pass a dict of "
+            "modules by name)"
+        )
+    out: dict[str, nn.Module] = {}
+    for name, module in value.items():
+        check_module_name(name)
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"{what}[{name!r}] must be a torch.nn.Module, got {type(module).__name__}"
+            )
+        out[name] = module
+    if what == "model" and not out:
+        raise ValueError("model must hold at least one trained module")
+    return out, False
+
+
+def _as_step(objective: Any, modules: Mapping[str, nn.Module]) -> TrainingStep:
+    if isinstance(objective, TrainingStep):
+        return objective
+    if not callable(objective):
+        raise TypeError(
+            f"objective must be callable like FlowMatchingObjective (or a TrainingStep), got "
+            f"{type(objective).__name__}"
+        )
+    return ObjectiveStep(objective, _main(modules))
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of a module's state: names, shapes, dtypes and values."""
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def _eval_results(raw: Any) -> dict[str, float]:
@@ -671,27 +823,34 @@ def _check_device(device: torch.device) -> None:
 
 
 def _check_arguments(
-    model: Any,
-    objective: Any,
+    step: TrainingStep,
+    modules: Mapping[str, nn.Module],
+    frozen: Mapping[str, nn.Module],
     train_data: Any,
     config: Any,
     run_config: Any,
     callbacks: Any,
-    eval_fn: Any,
 ) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(objective):
-        raise TypeError(
-            f"objective must be callable like FlowMatchingObjective, got {type(objective).__name__}"
+    missing = [n for n in step.trains if n not in modules]
+    if missing:
+        raise ValueError(
+            f"{type(step).__name__} trains modules {list(step.trains)}, but the trainer got "
+            f"{sorted(modules)}; pass model={{name: module, ...}}"
         )
-    if _needs_pairing(objective) and not callable(getattr(objective, "pair", None)):
-        raise TypeError(
-            f"objective {type(objective).__name__} has a coupling "
-            f"({type(objective.coupling).__name__}) but no pair(x1, *, labels, generator) method"
+    needed = [n for n in step.uses if n not in frozen]
+    if needed:
+        raise ValueError(
+            f"{type(step).__name__} reads frozen modules {list(step.uses)}; pass "
+            f"frozen={{{', '.join(repr(n) for n in needed)}: module}}"
         )
-    if not isinstance(train_data, ArrayDataset):
-        raise TypeError(f"train_data must be an ArrayDataset, got {type(train_data).__name__}")
+    clash = sorted(set(modules) & set(frozen))
+    if clash:
+        raise ValueError(f"modules {clash} are both trained and frozen")
+    if not isinstance(train_data, ArrayDataset | BatchSource):
+        raise TypeError(
+            f"train_data must be an ArrayDataset, got {type(train_data).__name__} (or pass a "
+            "batch source with batch_at(step) -> Batch)"
+        )
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if run_config is not None:
@@ -708,8 +867,6 @@ def _check_arguments(
                 f"callback {cb!r} lacks {missing}; subclass flowmatch.train.Callback to get "
                 f"no-op defaults"
             )
-    if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"eval_fn must be callable (model, step) -> dict, got {eval_fn!r}")
 
 
-__all__ = ["NonFiniteError", "TrainResult", "Trainer"]
+__all__ = ["BatchSource", "NonFiniteError", "TrainResult", "Trainer"]
