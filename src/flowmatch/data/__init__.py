@@ -3,11 +3,13 @@
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule, Standardizer
 from flowmatch.data.digits import digits_split_indices, load_digits
 from flowmatch.data.files import load_array_file, load_csv, load_image_folder
+from flowmatch.data.labels import encode_labels
 from flowmatch.data.registry import (
     BUILTIN_DATASETS,
     StandardizeMode,
     fit_standardizer,
     load_dataset,
+    split_indices,
 )
 from flowmatch.data.toy import TOY_DATASETS, TOY_NUM_CLASSES, sample_toy
 
@@ -21,6 +23,7 @@ __all__ = [
     "StandardizeMode",
     "Standardizer",
     "digits_split_indices",
+    "encode_labels",
     "fit_standardizer",
     "load_array_file",
     "load_csv",
@@ -28,4 +31,5 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "sample_toy",
+    "split_indices",
 ]

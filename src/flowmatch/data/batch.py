@@ -55,7 +55,8 @@ class Standardizer:
     Raises:
         TypeError: if ``mean`` or ``std`` is not a floating tensor.
         ValueError: if their shapes differ, ``mean`` is not finite, or ``std`` is not finite
-            and ``> 0`` (clamp constant features, e.g. ``std.clamp_min(1e-6)``).
+            and ``> 0`` (give constant features ``std = 1``, as
+            :func:`flowmatch.data.registry.fit_standardizer` does).
     """
 
     mean: Tensor
@@ -75,7 +76,7 @@ class Standardizer:
             raise ValueError(f"Standardizer mean must be finite, got {self.mean.tolist()}")
         if not bool((torch.isfinite(self.std) & (self.std > 0)).all()):
             raise ValueError(
-                f"Standardizer std must be finite and > 0 (clamp constant features), "
+                f"Standardizer std must be finite and > 0 (give constant features std = 1), "
                 f"got min {float(self.std.min())}"
             )
 
@@ -137,6 +138,9 @@ class ArrayDataset:
         num_classes: number of classes (``None`` when unlabelled).
         standardizer: the map from data space to model space (inverted for outputs).
         name: a short description for logs.
+        meta: JSON-serialisable facts about the data (see
+            :func:`flowmatch.data.registry.load_dataset`); ``meta["class_names"]``, when
+            present for labelled data, has one entry per class.
     """
 
     x: Tensor
@@ -165,6 +169,12 @@ class ArrayDataset:
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(
                     f"labels must lie in [0, {self.num_classes}), got values in [{lo}, {hi}]"
+                )
+            names = self.meta.get("class_names")
+            if names is not None and len(names) != self.num_classes:
+                raise ValueError(
+                    f"meta['class_names'] must name the {self.num_classes} classes, got "
+                    f"{len(names)} names"
                 )
 
     def __len__(self) -> int:
