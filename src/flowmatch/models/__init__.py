@@ -11,12 +11,16 @@ from flowmatch.models.adapters import (
     velocity_to_noise_level_convention,
 )
 from flowmatch.models.base import MODELS, ModelConfig
-from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding
+from flowmatch.models.embeddings import IntervalEmbedding, LabelEmbedding, SinusoidalTimeEmbedding
+from flowmatch.models.flow_map import AverageVelocityMap, EulerJumpMap
 from flowmatch.models.mlp import MLP, MLPConfig
 from flowmatch.models.unet import UNet, UNetConfig
 
 __all__ = [
     "MLP",
+    "AverageVelocityMap",
+    "EulerJumpMap",
+    "IntervalEmbedding",
     "MODELS",
     "MLPConfig",
     "ModelConfig",

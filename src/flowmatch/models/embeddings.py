@@ -82,3 +82,57 @@ def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> 
                 f"cond labels must lie in [0, {num_classes}] (num_classes={num_classes}, the last "
                 f"id is the null label), got values in [{lo}, {hi}]"
             )
+
+
+class IntervalEmbedding(nn.Module):
+    """Learned features of a flow map's interval ``h = t_end - t`` ``(B,)`` -> ``(B, dim)``.
+
+    ``Linear(SiLU(Linear(sinusoidal(h))))`` with the last layer zero-initialised. It is added to
+    a network's time embedding, so a two-time network ``u(x, t, t_end)`` (the average velocity
+    of MeanFlow, Geng et al. 2025, which conditions on ``(t, t - r)``) starts out as the same
+    network with one time input: a one-time teacher's weights load into it unchanged and the
+    student then equals the teacher's velocity for every interval.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        check_positive_int(dim, "dim", minimum=2)
+        self.features = SinusoidalTimeEmbedding(dim)
+        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        out = typing.cast(nn.Linear, self.proj[-1])
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Return ``(B, dim)`` features of the interval ``h`` ``(B,)``."""
+        return self.proj(self.features(h))
+
+
+def check_time_inputs(time_inputs: int) -> int:
+    """Validate a network's number of time inputs (1: ``v(x, t)``, 2: ``u(x, t, t_end)``)."""
+    if isinstance(time_inputs, bool) or time_inputs not in (1, 2):
+        raise ValueError(f"time_inputs must be 1 or 2, got {time_inputs!r}")
+    return int(time_inputs)
+
+
+def interval_of(t: Tensor, t_end: Tensor | None, time_inputs: int, batch: int) -> Tensor | None:
+    """The interval ``t_end - t`` a two-time network embeds (``0`` when ``t_end`` is omitted).
+
+    A two-time network called without ``t_end`` is its own diagonal ``u(x, t, t)``, i.e. the
+    instantaneous velocity, so it is also a ``VelocityField``.
+
+    Raises:
+        ValueError: ``t_end`` given to a one-time network, or not of shape ``(B,)``.
+    """
+    if time_inputs == 1:
+        if t_end is not None:
+            raise ValueError(
+                "t_end was given but this network has one time input (time_inputs=1); build it "
+                "with time_inputs=2 (model.time_inputs = 2) for flow maps / average velocities"
+            )
+        return None
+    if t_end is None:
+        return torch.zeros_like(t)
+    if t_end.shape != (batch,):
+        raise ValueError(f"t_end must have shape (B,) = ({batch},), got {tuple(t_end.shape)}")
+    return t_end - t

@@ -11,7 +11,14 @@ from torch import Tensor, nn
 
 from flowmatch.interfaces import CondSpec
 from flowmatch.models.base import MODELS, ModelConfig, check_cond_kinds
-from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding, check_labels
+from flowmatch.models.embeddings import (
+    IntervalEmbedding,
+    LabelEmbedding,
+    SinusoidalTimeEmbedding,
+    check_labels,
+    check_time_inputs,
+    interval_of,
+)
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError, option
 
@@ -23,6 +30,9 @@ class MLPConfig(ModelConfig):
     hidden: int = option(256, ge=1, doc="width of the hidden layers")
     depth: int = option(4, ge=1, doc="number of hidden layers")
     time_dim: int = option(64, ge=2, doc="size of the sinusoidal time embedding (even)")
+    time_inputs: int = option(
+        1, ge=1, le=2, doc="1: v(x, t); 2: two-time u(x, t, t_end) for flow maps / MeanFlow"
+    )
 
     def validate(self) -> None:
         """``time_dim`` must be even."""
@@ -39,6 +49,7 @@ def _build_mlp(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: Cond
         depth=config.depth,
         time_dim=config.time_dim,
         num_classes=cond.num_classes,
+        time_inputs=config.time_inputs,
     )
 
 
@@ -55,6 +66,11 @@ class MLP(nn.Module):
         time_dim: size of the sinusoidal time embedding.
         num_classes: number of classes for conditioning (``None``: unconditional). The label
             ``num_classes`` is the null condition for classifier-free guidance.
+        time_inputs: 1 for a velocity field ``v(x, t)``; 2 for a two-time network
+            ``u(x, t, t_end)`` (an average velocity over ``[t, t_end]``, see
+            ``flowmatch.models.AverageVelocityMap``): the interval ``t_end - t`` gets its own
+            zero-initialised embedding (:class:`IntervalEmbedding`) added to the time
+            embedding, so one-time weights load into it (``strict=False``) unchanged.
 
     Example:
         >>> import torch
@@ -73,9 +89,11 @@ class MLP(nn.Module):
         depth: int = 4,
         time_dim: int = 64,
         num_classes: int | None = None,
+        time_inputs: int = 1,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
+        self.time_inputs = check_time_inputs(time_inputs)
         check_positive_int(hidden, "hidden")
         check_positive_int(depth, "depth")
         if time_dim % 2:
@@ -85,6 +103,7 @@ class MLP(nn.Module):
         self.label_embed = (
             LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         )
+        self.interval_embed = IntervalEmbedding(time_dim) if self.time_inputs == 2 else None
         layers: list[nn.Module] = [nn.Linear(dim + time_dim, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
@@ -96,8 +115,14 @@ class MLP(nn.Module):
         """The label id of the empty condition, or ``None`` if unconditional."""
         return self.num_classes
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Return the velocity ``(B, *D)`` at ``x`` ``(B, *D)``, ``t`` ``(B,)``."""
+    def forward(
+        self, x: Tensor, t: Tensor, cond: Tensor | None = None, t_end: Tensor | None = None
+    ) -> Tensor:
+        """Return the velocity ``(B, *D)`` at ``x`` ``(B, *D)``, ``t`` ``(B,)``.
+
+        A two-time net (``time_inputs=2``) returns the average velocity over ``[t, t_end]``
+        (``t_end`` ``(B,)``; omitted: ``t_end = t``, the instantaneous velocity).
+        """
         batch = x.shape[0]
         flat = x.reshape(batch, -1)
         if flat.shape[1] != self.dim:
@@ -108,6 +133,9 @@ class MLP(nn.Module):
         if t.shape != (batch,):
             raise ValueError(f"t must have shape (B,) = ({batch},), got {tuple(t.shape)}")
         emb = self.time_embed(t)
+        h = interval_of(t, t_end, self.time_inputs, batch)
+        if self.interval_embed is not None and h is not None:
+            emb = emb + self.interval_embed(h)
         check_labels(cond, self.num_classes, batch)
         if self.label_embed is not None:
             # No condition means the null label, the same input classifier-free training uses.

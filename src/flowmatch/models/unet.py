@@ -19,7 +19,14 @@ from torch import Tensor, nn
 
 from flowmatch.interfaces import CondSpec
 from flowmatch.models.base import MODELS, ModelConfig, check_cond_kinds
-from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding, check_labels
+from flowmatch.models.embeddings import (
+    IntervalEmbedding,
+    LabelEmbedding,
+    SinusoidalTimeEmbedding,
+    check_labels,
+    check_time_inputs,
+    interval_of,
+)
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError, option
 
@@ -78,6 +85,9 @@ class UNetConfig(ModelConfig):
     num_res_blocks: int = option(1, ge=1, doc="residual blocks per level")
     attention: bool = option(False, doc="self-attention at the lowest resolution")
     dropout: float = option(0.0, ge=0, lt=1, doc="dropout in the residual blocks")
+    time_inputs: int = option(
+        1, ge=1, le=2, doc="1: v(x, t); 2: two-time u(x, t, t_end) for flow maps / MeanFlow"
+    )
 
     def validate(self) -> None:
         """At least one resolution level."""
@@ -103,6 +113,7 @@ def _build_unet(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: Con
         num_classes=cond.num_classes,
         dropout=config.dropout,
         attention=config.attention,
+        time_inputs=config.time_inputs,
     )
 
 
@@ -130,6 +141,9 @@ class UNet(nn.Module):
         num_classes: classes for label conditioning, or ``None`` for an unconditional net.
         dropout: dropout probability inside residual blocks, in ``[0, 1)``.
         attention: add one self-attention layer at the lowest resolution.
+        time_inputs: 1 for a velocity field; 2 for a two-time network ``u(x, t, t_end)``
+            whose interval ``t_end - t`` has its own zero-initialised embedding added to ``e``
+            (see :class:`~flowmatch.models.embeddings.IntervalEmbedding`).
 
     Raises:
         ValueError: non-positive sizes, an odd ``time_dim``, an empty ``channel_mults``,
@@ -159,8 +173,10 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         dropout: float = 0.0,
         attention: bool = False,
+        time_inputs: int = 1,
     ) -> None:
         super().__init__()
+        self.time_inputs = check_time_inputs(time_inputs)
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.image_size = check_positive_int(image_size, "image_size")
         check_positive_int(base_channels, "base_channels")
@@ -193,6 +209,7 @@ class UNet(nn.Module):
         self.label_embed = (
             LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         )
+        self.interval_embed = IntervalEmbedding(time_dim) if self.time_inputs == 2 else None
 
         chans = [base_channels * m for m in mults]
         self.in_conv = nn.Conv2d(in_channels, chans[0], 3, padding=1)
@@ -227,7 +244,9 @@ class UNet(nn.Module):
         """The label id of the empty condition, or ``None`` if unconditional."""
         return self.num_classes
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, cond: Tensor | None = None, t_end: Tensor | None = None
+    ) -> Tensor:
         """Return the velocity ``(B, C, H, W)`` at ``x`` ``(B, C, H, W)``, ``t`` ``(B,)``.
 
         Args:
@@ -235,6 +254,8 @@ class UNet(nn.Module):
             t: times ``(B,)`` in ``[0, 1]``.
             cond: integer labels ``(B,)`` in ``[0, num_classes]`` or ``None`` (the null label
                 on a conditional net; the only choice on an unconditional one).
+            t_end: two-time nets only: the end of the interval ``(B,)`` whose average velocity
+                is returned (``None``: ``t``, the instantaneous velocity).
 
         Returns:
             The velocity, shaped like ``x``.
@@ -253,6 +274,9 @@ class UNet(nn.Module):
             raise ValueError(f"t must have shape (B,) = ({batch},), got {tuple(t.shape)}")
         check_labels(cond, self.num_classes, batch)
         emb = self.time_embed(t)
+        h = interval_of(t, t_end, self.time_inputs, batch)
+        if self.interval_embed is not None and h is not None:
+            emb = emb + self.interval_embed(h)
         if self.label_embed is not None:
             if cond is None:
                 cond = torch.full((batch,), self.label_embed.null_label, device=x.device)
