@@ -42,7 +42,7 @@ from torch import Tensor
 
 from flowmatch.paths import LinearSchedule, Schedule, ScheduleOutput
 
-__all__ = ["GaussianOracle", "LinearField", "LinearSystem", "linear_system"]
+__all__ = ["ExactAverageVelocity", "GaussianOracle", "LinearField", "LinearSystem", "linear_system"]
 
 
 class GaussianOracle:
@@ -254,3 +254,31 @@ def linear_system(
     y0 = torch.randn(batch, dim, generator=g, dtype=dtype)
     field = LinearField(A, time_dependent=time_dependent)
     return LinearSystem(field, y0, field.exact(y0, 1.0))
+
+
+class ExactAverageVelocity(torch.nn.Module):
+    """The Gaussian oracle's exact two-time network ``u(x, s, t) = (X(x, s, t) - x) / (t - s)``.
+
+    Called like a two-time model, ``net(x, s, cond=None, t_end=t)``; on the diagonal (and
+    without ``t_end``) it is the exact velocity ``u_s(x)``. Differentiable in ``x``, ``s`` and
+    ``t`` (``torch.func.jvp`` works through it), so every few-step objective's target can be
+    evaluated at the exact flow map.
+    """
+
+    time_inputs = 2
+
+    def __init__(self, oracle: GaussianOracle) -> None:
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(
+        self, x: Tensor, s: Tensor, cond: Tensor | None = None, t_end: Tensor | None = None
+    ) -> Tensor:
+        """``(X(x, s, t) - x) / (t - s)`` where ``t != s``, the velocity where ``t == s``."""
+        v = self.oracle.velocity(x, s)
+        if t_end is None:
+            return v
+        h = (t_end - s)[:, None]
+        safe = torch.where(h == 0, torch.ones_like(h), h)
+        u = (self.oracle.flow_map(x, s, t_end) - x) / safe
+        return torch.where(h == 0, v, u)

@@ -21,6 +21,7 @@ LAYERS = {
     "solvers": 2,
     "models": 2,
     "objectives": 2,
+    "fewstep": 2,
     "guidance": 3,
     "metrics": 3,
     "train": 4,

@@ -83,9 +83,50 @@ def resolve_config(
     data_cfg = from_dict(DataConfig, raw.get("data", {}), "data.")
     train_ds, test_ds = load_data(data_cfg)
     preset, notes = preset_for(train_ds.meta.get("kind", ""), raw)
-    cfg = from_dict(RunConfig, merge(preset, raw))
+    needs = objective_run_defaults(raw)
+    if needs:
+        notes = [*notes, f"objective {_objective_kind(raw)!r} sets {needs} unless given"]
+    cfg = from_dict(RunConfig, fill_missing(merge(preset, raw), needs))
     check_with_data(cfg, train_ds)
     return Resolved(cfg, train_ds, test_ds, notes)
+
+
+def _objective_kind(raw: dict[str, Any]) -> str | None:
+    obj = raw.get("objective")
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
+        return obj["kind"]
+    return None
+
+
+def objective_run_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """What the run's objective needs of the rest of the run (``run_defaults`` of its config).
+
+    E.g. a flow-map objective (MeanFlow) needs a two-time model and samples with the
+    ``flow_map`` sampler; these apply unless the config sets them (so an explicit choice wins).
+    """
+    from flowmatch.objectives.base import OBJECTIVES
+
+    kind = _objective_kind(raw)
+    if kind is None or kind not in OBJECTIVES:
+        return {}
+    defaults = getattr(OBJECTIVES.entry(kind).config, "run_defaults", {})
+    return json.loads(json.dumps(dict(defaults)))  # a deep copy (the ClassVar stays intact)
+
+
+def fill_missing(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the keys of ``defaults`` it does not set (recursively); ``config`` wins.
+
+    A component given by name (``solver = "euler"``) counts as set.
+    """
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = fill_missing(out[key], value)
+    return out
 
 
 def check_with_data(cfg: RunConfig, train_ds: ArrayDataset) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from flowmatch.api.run import Run
-from flowmatch.api.sample import generate
+from flowmatch.api.sample import field_kind, generate
 from flowmatch.data.batch import ArrayDataset
 from flowmatch.metrics.registry import Metric, metrics_for
 from flowmatch.solvers.base import SAMPLERS, SamplerConfig
@@ -34,15 +34,18 @@ def eval_plan(
     """The sampler configs of the rows: each (solver, NFE) that fits, then the reference.
 
     Raises:
-        OptionError: an unknown or adaptive solver in ``solvers``, or no row at all.
+        OptionError: an unknown, adaptive or stochastic solver in ``solvers``, one for another
+            field kind than the run's (velocity field or flow map), or no row at all.
     """
     rows: list[SamplerConfig] = []
+    kind = field_kind(run.field)
     for name in solvers:
         SAMPLERS.entry(name)  # an unknown name lists the registered ones
         cls = SAMPLERS[name]
-        if cls.adaptive or cls.stochastic or cls.field_kind != "velocity":
+        if cls.adaptive or cls.stochastic or cls.field_kind != kind:
             raise OptionError(
-                "solvers", f"has {name!r}, which is not a fixed-step ODE sampler (see --help)"
+                "solvers",
+                f"has {name!r}, which is not a fixed-step sampler of {kind} fields (see --help)",
             )
         for k in nfe:
             check_positive_int(k, "nfe")
@@ -104,7 +107,10 @@ def evaluate(
             "reference", f"must be a sampler config, None or 'default', got {reference!r}"
         )
     budgets = ec.nfe if nfe is None else nfe
-    plan = eval_plan(run, budgets, ec.solvers if solvers is None else solvers, reference)
+    solvers, reference, notes = fit_to_field(
+        run, list(ec.solvers if solvers is None else solvers), reference
+    )
+    plan = eval_plan(run, budgets, solvers, reference)
     n = min(ec.num_samples if num_samples is None else num_samples, len(test_ds))
     check_positive_int(n, "num_samples", minimum=2)
     scorer = Scorer(run, test_ds, n, metrics=ec.metrics if metrics is None else tuple(metrics))
@@ -122,11 +128,44 @@ def evaluate(
         "num_samples": n,
         "step": run.step,
         "space": scorer.space,
+        "notes": notes,
     }
     shape = test_ds.sample_shape
     if len(shape) == 1 and shape[0] <= MAX_DIM_FLOW_METRICS:
-        report.update(flow_metrics(run, test_ds, num_samples=min(n, 500), seed=seed))
+        if field_kind(run.field) == "velocity":
+            report.update(flow_metrics(run, test_ds, num_samples=min(n, 500), seed=seed))
+        else:
+            notes.append("NLL and straightness skipped: they integrate a velocity field")
     return report
+
+
+def fit_to_field(
+    run: Run, solvers: list[str], reference: SamplerConfig | None
+) -> tuple[list[str], SamplerConfig | None, list[str]]:
+    """The solvers and reference row that apply to the run's field kind, with notes.
+
+    A flow-map run (MeanFlow, flow maps, sCM, ...) is sampled by the flow-map sampler: the
+    velocity samplers are replaced by it and the adaptive reference row is dropped (there is
+    no velocity field to integrate); a velocity-field run drops flow-map samplers.
+    """
+    kind = field_kind(run.field)
+    keep = [s for s in solvers if SAMPLERS[s].field_kind == kind]
+    notes = []
+    if len(keep) != len(solvers):
+        dropped = [s for s in solvers if s not in keep]
+        if not keep:
+            keep = [n for n in SAMPLERS.names() if SAMPLERS[n].field_kind == kind][:1]
+        notes.append(
+            f"the run samples a {kind.replace('_', '-')} field: rows use {keep} instead of "
+            f"{dropped}"
+        )
+    if reference is not None and SAMPLERS[reference.kind].field_kind != kind:
+        notes.append(
+            f"no {reference.kind} reference row: it integrates a velocity field, and the run's "
+            f"field is a {kind.replace('_', '-')}"
+        )
+        reference = None
+    return keep, reference, notes
 
 
 class Scorer:
@@ -209,4 +248,11 @@ def flow_metrics(
     return {"nll": nll, "straightness": s}
 
 
-__all__ = ["MAX_DIM_FLOW_METRICS", "Scorer", "eval_plan", "evaluate", "flow_metrics"]
+__all__ = [
+    "MAX_DIM_FLOW_METRICS",
+    "Scorer",
+    "eval_plan",
+    "evaluate",
+    "fit_to_field",
+    "flow_metrics",
+]

@@ -111,6 +111,12 @@ def _sampler_config(
         return solver
     default = run.sample.solver
     kind = default.kind if solver is None else solver
+    wanted = field_kind(run.field)
+    if solver is None and SAMPLERS[kind].field_kind != wanted:
+        # A run's stored default from before its objective made it a flow map (or a config
+        # that forgot): take the registered sampler of its field kind, with its budget.
+        kind = next(n for n in SAMPLERS.names() if SAMPLERS[n].field_kind == wanted)
+        default = SAMPLERS.config(kind)  # type: ignore[assignment]
     opts = {**(default.options() if kind == default.kind else {}), **options}
     fixed = issubclass(SAMPLERS.entry(kind).config, FixedStepConfig)
     if fixed and values is not None and nfe is None and "nfe" not in options:
@@ -120,6 +126,11 @@ def _sampler_config(
     elif fixed and "nfe" not in opts and isinstance(default, FixedStepConfig):
         opts["nfe"] = default.nfe
     return SAMPLERS.config(kind, **opts)  # type: ignore[return-value]
+
+
+def field_kind(field: Any) -> str:
+    """``"flow_map"`` for a flow map (``field.field_kind``), else ``"velocity"``."""
+    return str(getattr(field, "field_kind", "velocity"))
 
 
 def _grid_config(run: Run, grid: str | GridConfig | None, options: dict[str, Any]) -> GridConfig:
@@ -218,4 +229,11 @@ def generate(
     return SampleResult(x, labels, total_nfe, time.perf_counter() - start, config.kind, scale)
 
 
-__all__ = ["SampleResult", "generate", "guided_field", "sample_labels", "sampling_plan"]
+__all__ = [
+    "SampleResult",
+    "field_kind",
+    "generate",
+    "guided_field",
+    "sample_labels",
+    "sampling_plan",
+]

@@ -38,6 +38,8 @@ def print_eval(run: Any, report: dict[str, Any]) -> None:
         cells += [f"{_fmt(report['floor'].get(m, '-')):>10}" for m in metrics]
         print("  ".join([*cells, f"{'-':>10}"]))
         print("(train/test: the same metrics between real training and held-out data: the floor)")
+    for note in report.get("notes", []):
+        print(f"note: {note}")
     if "nll" in report:
         print(
             f"held-out NLL {report['nll']:.4f} nats/sample (dopri5, exact divergence); "

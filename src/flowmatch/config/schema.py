@@ -32,6 +32,9 @@ from flowmatch.utils.options import OptionError, Options, option
 
 # Importing the modules that register the built-in components (their decorators run on import).
 import flowmatch.couplings.ot  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.flowmap  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.meanflow  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.splitting  # noqa: E402, F401  isort: skip
 import flowmatch.models.mlp  # noqa: E402, F401  isort: skip
 import flowmatch.models.unet  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.flow_matching  # noqa: E402, F401  isort: skip
@@ -93,8 +96,9 @@ class SampleConfig(Options):
 
 
 def _fixed_velocity_sampler(name: str) -> bool:
+    """A deterministic fixed-step sampler (of velocity fields, or of flow maps)."""
     cls = SAMPLERS[name]
-    return not (cls.adaptive or cls.stochastic) and cls.field_kind == "velocity"
+    return not (cls.adaptive or cls.stochastic)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ class EvalConfig(Options):
     """Defaults of ``flowmatch eval`` (``[eval]``)."""
 
     nfe: tuple[int, ...] = option((1, 2, 4, 8, 16, 32), ge=1, doc="evaluation budgets")
-    solvers: tuple[str, ...] = option(("euler", "midpoint"), doc="fixed-step samplers to compare")
+    solvers: tuple[str, ...] = option(
+        ("euler", "midpoint"), doc="fixed-step samplers to compare (flow_map for flow-map runs)"
+    )
     num_samples: int = option(2000, ge=2, doc="generated samples per row (and reference size)")
     reference: SamplerConfig = option(
         default_factory=_default_reference, doc="the adaptive reference row"
