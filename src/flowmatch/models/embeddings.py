@@ -94,10 +94,10 @@ class IntervalEmbedding(nn.Module):
     student then equals the teacher's velocity for every interval.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, *, scale: float = 1000.0) -> None:
         super().__init__()
         check_positive_int(dim, "dim", minimum=2)
-        self.features = SinusoidalTimeEmbedding(dim)
+        self.features = SinusoidalTimeEmbedding(dim, scale=scale)
         self.proj = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         out = typing.cast(nn.Linear, self.proj[-1])
         nn.init.zeros_(out.weight)

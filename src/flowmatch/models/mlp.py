@@ -19,7 +19,7 @@ from flowmatch.models.embeddings import (
     check_time_inputs,
     interval_of,
 )
-from flowmatch.utils.checks import check_positive_int
+from flowmatch.utils.checks import check_positive_float, check_positive_int
 from flowmatch.utils.options import OptionError, option
 
 
@@ -32,6 +32,9 @@ class MLPConfig(ModelConfig):
     time_dim: int = option(64, ge=2, doc="size of the sinusoidal time embedding (even)")
     time_inputs: int = option(
         1, ge=1, le=2, doc="1: v(x, t); 2: two-time u(x, t, t_end) for flow maps / MeanFlow"
+    )
+    time_scale: float = option(
+        1000.0, gt=0, doc="t is embedded as sinusoids of time_scale * t (1: smooth in t, for JVPs)"
     )
 
     def validate(self) -> None:
@@ -50,6 +53,7 @@ def _build_mlp(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: Cond
         time_dim=config.time_dim,
         num_classes=cond.num_classes,
         time_inputs=config.time_inputs,
+        time_scale=config.time_scale,
     )
 
 
@@ -71,6 +75,9 @@ class MLP(nn.Module):
             ``flowmatch.models.AverageVelocityMap``): the interval ``t_end - t`` gets its own
             zero-initialised embedding (:class:`IntervalEmbedding`) added to the time
             embedding, so one-time weights load into it (``strict=False``) unchanged.
+        time_scale: the sinusoidal features are of ``time_scale * t`` (default 1000, the
+            DiT/transformer convention); ``1`` keeps the network smooth in ``t``, which
+            objectives that differentiate in time (MeanFlow, flow maps, sCM) benefit from.
 
     Example:
         >>> import torch
@@ -90,6 +97,7 @@ class MLP(nn.Module):
         time_dim: int = 64,
         num_classes: int | None = None,
         time_inputs: int = 1,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
@@ -99,11 +107,15 @@ class MLP(nn.Module):
         if time_dim % 2:
             raise ValueError(f"time_dim must be even, got {time_dim}")
         self.num_classes = num_classes
-        self.time_embed = SinusoidalTimeEmbedding(time_dim)
+        self.time_embed = SinusoidalTimeEmbedding(
+            time_dim, scale=check_positive_float(time_scale, "time_scale")
+        )
         self.label_embed = (
             LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         )
-        self.interval_embed = IntervalEmbedding(time_dim) if self.time_inputs == 2 else None
+        self.interval_embed = (
+            IntervalEmbedding(time_dim, scale=time_scale) if self.time_inputs == 2 else None
+        )
         layers: list[nn.Module] = [nn.Linear(dim + time_dim, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]

@@ -27,7 +27,7 @@ from flowmatch.models.embeddings import (
     check_time_inputs,
     interval_of,
 )
-from flowmatch.utils.checks import check_positive_int
+from flowmatch.utils.checks import check_positive_float, check_positive_int
 from flowmatch.utils.options import OptionError, option
 
 _MAX_GROUPS = 8  # GroupNorm groups at most; small nets have few channels per level
@@ -88,6 +88,9 @@ class UNetConfig(ModelConfig):
     time_inputs: int = option(
         1, ge=1, le=2, doc="1: v(x, t); 2: two-time u(x, t, t_end) for flow maps / MeanFlow"
     )
+    time_scale: float = option(
+        1000.0, gt=0, doc="t is embedded as sinusoids of time_scale * t (1: smooth in t, for JVPs)"
+    )
 
     def validate(self) -> None:
         """At least one resolution level."""
@@ -114,6 +117,7 @@ def _build_unet(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: Con
         dropout=config.dropout,
         attention=config.attention,
         time_inputs=config.time_inputs,
+        time_scale=config.time_scale,
     )
 
 
@@ -144,6 +148,8 @@ class UNet(nn.Module):
         time_inputs: 1 for a velocity field; 2 for a two-time network ``u(x, t, t_end)``
             whose interval ``t_end - t`` has its own zero-initialised embedding added to ``e``
             (see :class:`~flowmatch.models.embeddings.IntervalEmbedding`).
+        time_scale: the sinusoidal features are of ``time_scale * t`` (default 1000; 1 keeps
+            the network smooth in ``t``, for objectives that differentiate in time).
 
     Raises:
         ValueError: non-positive sizes, an odd ``time_dim``, an empty ``channel_mults``,
@@ -174,6 +180,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         attention: bool = False,
         time_inputs: int = 1,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         self.time_inputs = check_time_inputs(time_inputs)
@@ -201,7 +208,7 @@ class UNet(nn.Module):
         self.channel_mults = mults
 
         self.time_embed = nn.Sequential(
-            SinusoidalTimeEmbedding(time_dim),
+            SinusoidalTimeEmbedding(time_dim, scale=check_positive_float(time_scale, "time_scale")),
             nn.Linear(time_dim, time_dim),
             nn.SiLU(),
             nn.Linear(time_dim, time_dim),
@@ -209,7 +216,9 @@ class UNet(nn.Module):
         self.label_embed = (
             LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         )
-        self.interval_embed = IntervalEmbedding(time_dim) if self.time_inputs == 2 else None
+        self.interval_embed = (
+            IntervalEmbedding(time_dim, scale=time_scale) if self.time_inputs == 2 else None
+        )
 
         chans = [base_channels * m for m in mults]
         self.in_conv = nn.Conv2d(in_channels, chans[0], 3, padding=1)
