@@ -16,7 +16,8 @@ from flowmatch.times import (
 )
 
 
-@pytest.mark.parametrize("kind", GRIDS)
+# Explicit grids ("values") have one fixed number of steps; they are tested below.
+@pytest.mark.parametrize("kind", [k for k in GRIDS if not GRIDS.entry(k).config.fixed_length])
 @pytest.mark.parametrize("num_steps", [1, 2, 7, 50])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_named_grids_are_valid(kind, num_steps, dtype):
@@ -130,7 +131,7 @@ def test_check_grid_full_requires_endpoints():
         (
             lambda: make_grid("karras", 4),
             ValueError,
-            r"unknown grid 'karras'; choose one of \['shifted', 'uniform'\]",
+            r"unknown grid 'karras'; choose one of \['shifted', 'uniform', 'values'\]",
         ),
         (lambda: make_grid("uniform", 0), ValueError, "num_steps must be >= 1, got 0"),
         (lambda: make_grid("uniform", 2.0), TypeError, r"num_steps must be an int, got 2\.0"),
@@ -155,3 +156,12 @@ def test_check_grid_full_requires_endpoints():
 def test_make_grid_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_values_grid_is_its_values_and_refuses_another_step_count():
+    grid = make_grid("values", 2, values=(0.0, 0.3, 1.0), dtype=torch.float64)
+    assert grid.tolist() == [0.0, 0.3, 1.0]
+    with pytest.raises(ValueError, match="has 2 steps"):
+        make_grid("values", 3, values=(0.0, 0.3, 1.0))
+    with pytest.raises(ValueError, match="values"):
+        GRIDS.config("values", values=(0.0, 0.7, 0.5, 1.0))

@@ -32,10 +32,12 @@ from flowmatch.utils.tensor import expand_like
 LOSSES: tuple[str, ...] = ("mse", "pseudo_huber")
 
 #: What a flow-map objective's runs need (merged under a run's own settings by
-#: ``flowmatch.api.resolve_config``): a two-time network, the flow-map sampler at one step,
-#: and eval budgets that make sense for it.
+#: ``flowmatch.api.resolve_config``): a two-time network that is smooth in time (its time
+#: derivatives enter the targets; with the default embedding scale 1000 MeanFlow's 1-NFE W2 on
+#: the checkerboard is 1.78 instead of 0.54 after 2000 steps), the flow-map sampler at one
+#: step, and eval budgets that make sense for it.
 FLOW_MAP_RUN_DEFAULTS: Mapping[str, Any] = {
-    "model": {"time_inputs": 2},
+    "model": {"time_inputs": 2, "time_scale": 1.0},
     "sample": {"solver": {"kind": "flow_map", "nfe": 1}},
     "eval": {"nfe": [1, 2, 4], "solvers": ["flow_map"]},
 }

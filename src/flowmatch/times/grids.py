@@ -10,7 +10,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -26,6 +26,9 @@ GridMaker = Callable[..., Tensor]
 @dataclass(frozen=True)
 class GridConfig(ComponentConfig):
     """An inference time grid (``sample.grid``): ``kind`` names it, the rest are its options."""
+
+    #: True for grids with one fixed number of steps (explicit values).
+    fixed_length: ClassVar[bool] = False
 
 
 def _build_grid(entry: Entry[Any], config: ComponentConfig) -> GridMaker:
@@ -201,3 +204,44 @@ def make_grid(
     else:
         config = GRIDS.config(kind, **options)
     return GRIDS.build(config)(num_steps, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class ValuesGridConfig(GridConfig):
+    """Options of an explicit grid stored in a run's config (e.g. a BOSS grid)."""
+
+    fixed_length: ClassVar[bool] = True
+
+    values: tuple[float, ...] = option((0.0, 1.0), doc="the times, from 0 to 1 (N+1 values)")
+
+    def validate(self) -> None:
+        """The values form a valid full grid."""
+        from flowmatch.utils.options import OptionError
+
+        try:
+            custom_grid(list(self.values))
+        except ValueError as err:
+            raise OptionError("values", str(err)) from None
+
+
+@GRIDS.register("values", config=ValuesGridConfig)
+def values_grid(
+    num_steps: int,
+    values: Sequence[float] = (0.0, 1.0),
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """An explicit grid of ``N + 1`` times; ``num_steps`` must be ``N``.
+
+    Raises:
+        ValueError: ``num_steps`` differs from the grid's ``N`` (the message names both), or
+            the values are not a valid grid from 0 to 1.
+    """
+    check_positive_int(num_steps, "num_steps")
+    if num_steps != len(values) - 1:
+        raise ValueError(
+            f"this explicit grid has {len(values) - 1} steps {list(values)}, but {num_steps} "
+            "were asked; sample with that many steps or another grid"
+        )
+    return custom_grid(list(values), dtype=dtype, device=device)
