@@ -163,6 +163,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     e.add_argument("--out", default=None, help="JSON output (default RUN_DIR/eval.json)")
 
+    from flowmatch.api.distill import FAMILIES
+
+    d = sub.add_parser(
+        "distill",
+        help="distil a trained run into a few-step student (reflow, flow map, sCM, ...)",
+        description="Train a few-step student from TEACHER_RUN; the result is a run directory "
+        "that sample/eval/info read like any other. Objectives per method: "
+        + "; ".join(f"{m}: {', '.join(k)}" for m, k in FAMILIES.items()),
+    )
+    d.add_argument("teacher_run", help="a trained run directory (the teacher)")
+    d.add_argument("--method", required=True, choices=sorted(FAMILIES), help="what to distil")
+    d.add_argument("--out", required=True, help="the student's run directory")
+    d.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a student setting, e.g. --set objective.one_step=true or "
+        "--set objective.kind=meanflow (repeatable)",
+    )
+    d.add_argument("--steps", type=_positive_int, help="total training steps")
+    d.add_argument("--resume", action="store_true", help="continue the distillation in --out")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+
     i = sub.add_parser("info", help="summarise a run")
     i.add_argument("run_dir")
     return p
@@ -303,6 +327,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    """``flowmatch distill``."""
+    from flowmatch.api.distill import distill
+    from flowmatch.cli.progress import ProgressBar
+    from flowmatch.train.distributed import process_rank
+
+    rank0 = process_rank() == 0
+    steps = args.steps
+    if steps is None and not args.resume:
+        from flowmatch.api.distill import load_teacher, student_config
+
+        steps = student_config(load_teacher(args.teacher_run).run.config, args.method, args.set)
+        steps = steps.train.steps
+    callbacks = [ProgressBar(steps)] if rank0 and not args.quiet and steps else []
+    if rank0:
+        print(f"distilling {args.teacher_run} ({args.method}) -> {args.out}")
+    distill(
+        args.teacher_run,
+        args.method,
+        args.out,
+        overrides=args.set,
+        steps=args.steps,
+        callbacks=callbacks,
+        resume=args.resume,
+        log=print if rank0 else (lambda _msg: None),
+    )
+    if rank0:
+        print(f"wrote {args.out} (config.json records the teacher; sample/eval it like any run)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``flowmatch info``."""
     from flowmatch.cli.report import print_info
@@ -311,7 +366,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "distill": cmd_distill,
+    "info": cmd_info,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,8 +32,12 @@ from flowmatch.utils.options import OptionError, Options, option
 
 # Importing the modules that register the built-in components (their decorators run on import).
 import flowmatch.couplings.ot  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.boss  # noqa: E402, F401  isort: skip
 import flowmatch.fewstep.flowmap  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.freeflow  # noqa: E402, F401  isort: skip
 import flowmatch.fewstep.meanflow  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.reflow  # noqa: E402, F401  isort: skip
+import flowmatch.fewstep.scm  # noqa: E402, F401  isort: skip
 import flowmatch.fewstep.splitting  # noqa: E402, F401  isort: skip
 import flowmatch.models.mlp  # noqa: E402, F401  isort: skip
 import flowmatch.models.unet  # noqa: E402, F401  isort: skip

@@ -1,0 +1,145 @@
+"""End-to-end few-step CLI on tiny runs: train a two-time objective, distil a teacher, sample, eval."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from flowmatch.cli.main import main
+
+TINY = [
+    "--set", "model.hidden=32",
+    "--set", "model.depth=2",
+    "--set", "data.n_train=2048",
+    "--set", "data.n_test=512",
+    "--set", "train.batch_size=64",
+    "--set", "train.log_every=10",
+    "--set", "train.checkpoint_every=10",
+    "--set", "sample.num_samples=100",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "fm"
+    assert main(["train", "--steps", "20", "--out", str(out), "--quiet", *TINY]) == 0
+    return out
+
+
+@pytest.mark.parametrize("kind", ["meanflow", "splitmeanflow", "flowmap_lsd"])
+def test_train_two_time_objective_then_sample_and_eval(tmp_path, kind, capsys):
+    out = tmp_path / kind
+    args = ["train", "--steps", "10", "--out", str(out), "--quiet", *TINY]
+    assert main([*args, "--set", f"objective.kind={kind}"]) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["model"]["time_inputs"] == 2 and cfg["sample"]["solver"]["kind"] == "flow_map"
+    assert (
+        main(
+            [
+                "sample",
+                str(out),
+                "--nfe",
+                "2",
+                "--num-samples",
+                "50",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (50, 2)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--nfe", "1,2,4", "--num-samples", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: no dopri5 reference row" in printed and "NLL and straightness skipped" in printed
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert [(r["solver"], r["nfe"]) for r in rows] == [
+        ("flow_map", 1),
+        ("flow_map", 2),
+        ("flow_map", 4),
+    ]
+
+
+def _sha(run, weights):
+    from flowmatch.train.checkpoint import module_file
+
+    ckpt = sorted((run / "checkpoints").glob("step_*"))[-1]
+    name = module_file("model", ema=weights == "ema")
+    return hashlib.sha256((ckpt / name).read_bytes()).hexdigest()
+
+
+SETS = {
+    "reflow": [
+        "objective.num_pairs=300",
+        "objective.chunk=128",
+        "objective.pair_solver=midpoint",
+        "objective.pair_nfe=8",
+    ],
+    "flowmap": [],
+    "freeflow": [],
+    "scm": ["objective.warmup=5"],
+    "boss": [
+        "objective.num_trajectories=200",
+        "objective.chunk=64",
+        "objective.num_steps=2",
+        "objective.grid_samples=64",
+        "objective.fine_steps=20",
+    ],
+}
+
+
+@pytest.mark.parametrize("method", sorted(SETS))
+def test_distill_records_the_teacher_and_the_student_samples(teacher, tmp_path, method, capsys):
+    out = tmp_path / method
+    sets = [a for s in SETS[method] for a in ("--set", s)]
+    assert (
+        main(
+            [
+                "distill",
+                str(teacher),
+                "--method",
+                method,
+                "--out",
+                str(out),
+                "--steps",
+                "10",
+                "--quiet",
+                *sets,
+            ]
+        )
+        == 0
+    )
+    info = json.loads((out / "config.json").read_text())
+    rec = info["teacher"]
+    assert rec["sha256"] == _sha(teacher, rec["weights"]) and rec["step"] == 20
+    capsys.readouterr()
+    nfe = "2" if method == "boss" else "1,2"
+    assert main(["eval", str(out), "--nfe", nfe, "--num-samples", "100", "--no-reference"]) == 0
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert rows and all(np.isfinite(r["w2"]) for r in rows)
+    npz = tmp_path / "s.npz"
+    assert main(["sample", str(out), "--num-samples", "20", "--out", str(npz)]) == 0
+
+
+def test_distill_resumes_and_reuses_its_pairs(teacher, tmp_path, capsys):
+    out = tmp_path / "rf"
+    sets = [a for s in SETS["reflow"] for a in ("--set", s)]
+    base = ["distill", str(teacher), "--method", "reflow", "--out", str(out), "--quiet"]
+    assert main([*base, "--steps", "10", *sets]) == 0
+    assert "making 300 teacher pairs" in capsys.readouterr().out
+    assert main([*base, "--steps", "10", *sets]) == 2  # refuses to overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main([*base, "--steps", "20", "--resume"]) == 0
+    assert "making" not in capsys.readouterr().out  # pairs reused
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 20
+
+
+def test_distill_refuses_bad_methods_and_objectives(teacher, tmp_path, capsys):
+    args = ["distill", str(teacher), "--out", str(tmp_path / "x"), "--quiet"]
+    assert main([*args, "--method", "flowmap", "--set", "objective.kind=reflow"]) == 2
+    assert "not a flowmap objective" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--method", "nope"])
