@@ -58,3 +58,20 @@ def test_is_a_source_with_repr():
     assert repr(GaussianSource()) == "GaussianSource()"
     with pytest.raises(TypeError, match="abstract"):
         Source()  # type: ignore[abstract]
+
+
+def test_eight_gaussians_source_samples_and_density():
+    from flowmatch.sources import SOURCES, EightGaussiansSource
+
+    src = SOURCES.build(SOURCES.config("eight_gaussians"), sample_shape=(2,), cond=None)
+    assert isinstance(src, EightGaussiansSource)
+    x = src.sample((4000, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    radius = x.norm(dim=1)
+    assert abs(float(radius.mean()) - 4.0) < 0.1  # on the circle of radius 4
+    # The density integrates to 1 (grid quadrature on [-7, 7]^2).
+    g = torch.linspace(-7, 7, 281, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    p = src.log_prob(torch.stack([xx.flatten(), yy.flatten()], 1)).exp()
+    assert abs(float(p.sum()) * float(g[1] - g[0]) ** 2 - 1.0) < 1e-3
+    with pytest.raises(ValueError, match=r"shape must be \(B, 2\)"):
+        src.sample((3, 4))
