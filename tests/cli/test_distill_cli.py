@@ -121,6 +121,9 @@ def test_distill_records_the_teacher_and_the_student_samples(teacher, tmp_path, 
     assert rows and all(np.isfinite(r["w2"]) for r in rows)
     npz = tmp_path / "s.npz"
     assert main(["sample", str(out), "--num-samples", "20", "--out", str(npz)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert f"sha256 {rec['sha256'][:16]}" in capsys.readouterr().out
 
 
 def test_distill_resumes_and_reuses_its_pairs(teacher, tmp_path, capsys):

@@ -182,3 +182,24 @@ def test_freeflow_trains_the_student_and_the_fake_net():
     assert FreeFlowStep(corrector_weight=0.0).trains == ("model",)
     with pytest.raises(ValueError, match="frozen teacher"):
         FreeFlowStep()({"model": student}, Batch(torch.zeros(4, 2)), torch.Generator())
+
+
+def test_freeflow_and_scm_run_on_images():
+    from flowmatch.models import UNet
+
+    torch.manual_seed(0)
+    kw = {"in_channels": 1, "image_size": 8, "base_channels": 8, "channel_mults": (1, 2)}
+    student, teacher = UNet(**kw, time_inputs=2), UNet(**kw)
+    batch = Batch(torch.zeros(4, 1, 8, 8))
+    out = FreeFlowStep()(
+        {"model": student, "fake": UNet(**kw), "teacher": teacher},
+        batch,
+        torch.Generator().manual_seed(0),
+    )
+    assert out.loss.shape == (4,)
+    out = SCMStep()(
+        {"model": UNet(**kw), "teacher": teacher},
+        Batch(torch.randn(4, 1, 8, 8)),
+        torch.Generator().manual_seed(0),
+    )
+    assert out.loss.shape == (4,) and torch.isfinite(out.loss).all()

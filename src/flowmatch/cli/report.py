@@ -87,6 +87,12 @@ def print_info(run_dir: Path) -> None:
         f"({cfg.path.prediction}-prediction), coupling {cfg.coupling.kind}, time {cfg.time.kind}, "
         f"source {cfg.source.kind}, objective {cfg.objective.kind}"
     )
+    teacher = info.get("teacher")
+    if teacher:
+        print(
+            f"teacher:    {teacher['run']} ({teacher['checkpoint']}, {teacher['weights']} "
+            f"weights, sha256 {teacher['sha256'][:16]}...)"
+        )
     ckpts = [p.name for p in list_checkpoints(run_dir)]
     print(f"checkpoints: {', '.join(ckpts) if ckpts else 'none yet'}")
     mfile = run_dir / "metrics.jsonl"

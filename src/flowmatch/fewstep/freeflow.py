@@ -131,8 +131,7 @@ class FreeFlowStep(TwoTimeStep):
 
         z = self.source.sample_like(shape_like, generator)
         # Predictor: start at s = 0 from the prior, or at s > 0 on the student's own path.
-        s = torch.where(uniform() < self.noise_share, torch.zeros_like(z[:, 0]), uniform())
-        s = s.reshape(n)
+        s = torch.where(uniform() < self.noise_share, z.new_zeros(n), uniform())
         interval = uniform() < self.ratio
         t = torch.where(interval, s + (1 - s) * uniform(), s)
         with torch.no_grad():
