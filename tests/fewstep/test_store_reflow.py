@@ -115,3 +115,30 @@ def test_reflow_needs_paired_batches():
         ReflowStep()(
             {"model": MLP(2, hidden=8, depth=1)}, Batch(torch.randn(4, 2)), torch.Generator()
         )
+
+
+@pytest.mark.parametrize("prediction", ["x0", "x1", "velocity"])
+def test_rectified_diffusion_on_any_affine_path_has_an_exact_zero_loss_predictor(prediction):
+    # On exact teacher pairs (x1 = mu + s x0) every point of a VP/cosine path determines its
+    # pair, so the ideal predictor of any parameterisation has zero loss (Rectified Diffusion's
+    # point: the pairing matters, not the path); on independent pairs it cannot.
+    from flowmatch.data import Batch
+    from flowmatch.paths import AffinePath, CosineSchedule
+
+    mu, s = torch.tensor([2.0, -1.0], dtype=D), 0.5
+    path = AffinePath(CosineSchedule())
+
+    class Ideal(torch.nn.Module):
+        def forward(self, x, t, cond=None):
+            c = path.schedule(t[:, None])
+            x0 = (x - c.alpha * mu) / (c.alpha * s + c.sigma)
+            x1 = mu + s * x0
+            return {"x0": x0, "x1": x1, "velocity": c.d_alpha * x1 + c.d_sigma * x0}[prediction]
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(256, 2, generator=g, dtype=D)
+    step = ReflowStep(path, prediction=prediction, loss="pseudo_huber", huber_c=1e-3)
+    paired = step({"model": Ideal()}, Batch(mu + s * x0, x0=x0), g)
+    assert float(paired.loss.max()) < 1e-12
+    shuffled = step({"model": Ideal()}, Batch(mu + s * x0, x0=x0.roll(1, 0)), g)
+    assert float(shuffled.loss.mean()) > 1e-2
