@@ -114,6 +114,10 @@ def test_distill_records_the_teacher_and_the_student_samples(teacher, tmp_path, 
     info = json.loads((out / "config.json").read_text())
     rec = info["teacher"]
     assert rec["sha256"] == _sha(teacher, rec["weights"]) and rec["step"] == 20
+    ckpt = sorted((out / "checkpoints").glob("step_*"))[-1]
+    frozen = json.loads((ckpt / "state.json").read_text()).get("frozen", {})
+    # methods that distil velocities train against the frozen teacher
+    assert ("teacher" in frozen) == (method in ("flowmap", "freeflow", "scm"))
     capsys.readouterr()
     nfe = "2" if method == "boss" else "1,2"
     assert main(["eval", str(out), "--nfe", nfe, "--num-samples", "100", "--no-reference"]) == 0

@@ -390,7 +390,10 @@ def distill(
         _init_from_teacher(modules["model"], teacher.run.model)
     modules = {**modules, **{k: v for k, v in extra.items() if k in step.trains}}
     guidance = getattr(cfg.objective, "teacher_guidance", 1.0)
-    frozen = {n: TeacherField(teacher.run, guidance) for n in step.uses if n == "teacher"}
+    # Two-time objectives read a teacher when there is one (its velocity replaces the
+    # conditional one), without declaring it: pass it to every method that distils velocities.
+    reads = method in ("flowmap", "freeflow", "scm") or "teacher" in step.uses
+    frozen = {"teacher": TeacherField(teacher.run, guidance)} if reads else {}
     run_config = {"config": to_dict(cfg), "data": data_info(train_ds), "teacher": teacher.record}
     if process_rank() == 0:
         atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))
