@@ -150,3 +150,12 @@ def test_distill_refuses_bad_methods_and_objectives(teacher, tmp_path, capsys):
     assert "not a flowmap objective" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--method", "nope"])
+
+
+@pytest.mark.parametrize("kind", ["meanflow", "splitmeanflow"])
+def test_distill_a_teacher_with_other_two_time_objectives(teacher, tmp_path, kind):
+    out = tmp_path / kind
+    args = ["distill", str(teacher), "--method", "flowmap", "--out", str(out), "--steps", "5"]
+    assert main([*args, "--quiet", "--set", f"objective.kind={kind}"]) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["objective"]["kind"] == kind and cfg["model"]["time_inputs"] == 2

@@ -386,7 +386,7 @@ def distill(
     cfg, source, extra = _prepare(method, cfg, teacher, out, train_ds, log)
     modules = build_modules(cfg, train_ds.sample_shape, cond)
     step = build_step(build_parts(cfg, train_ds.sample_shape, cond), cfg)
-    if not resume and getattr(cfg.objective, "init_from_teacher", True):
+    if not resume and cfg.objective.init_from_teacher:  # type: ignore[attr-defined]
         _init_from_teacher(modules["model"], teacher.run.model)
     modules = {**modules, **{k: v for k, v in extra.items() if k in step.trains}}
     guidance = getattr(cfg.objective, "teacher_guidance", 1.0)

@@ -57,6 +57,9 @@ class FewStepConfig(ObjectiveConfig):
         "mse", doc="distance: squared error, or pseudo-Huber sqrt(d^2 + c^2) - c per element"
     )
     huber_c: float = option(1e-3, gt=0, doc="pseudo-Huber constant c (data-scale dependent)")
+    init_from_teacher: bool = option(
+        True, doc="distill: start the student from the teacher's weights"
+    )
 
 
 @dataclass(frozen=True)
