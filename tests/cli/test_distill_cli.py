@@ -159,3 +159,14 @@ def test_distill_a_teacher_with_other_two_time_objectives(teacher, tmp_path, kin
     assert main([*args, "--quiet", "--set", f"objective.kind={kind}"]) == 0
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["objective"]["kind"] == kind and cfg["model"]["time_inputs"] == 2
+
+
+def test_a_flow_map_run_samples_with_the_flow_map_sampler_whatever_its_default(tmp_path, capsys):
+    out = tmp_path / "mf"
+    sets = ["--set", "objective.kind=meanflow", "--set", "sample.solver=midpoint"]
+    assert main(["train", "--steps", "5", "--out", str(out), "--quiet", *TINY, *sets]) == 0
+    npz = tmp_path / "s.npz"
+    assert main(["sample", str(out), "--num-samples", "10", "--out", str(npz)]) == 0
+    assert "NFE 1" in capsys.readouterr().out  # flow_map with its default budget
+    assert main(["sample", str(out), "--solver", "midpoint", "--out", str(npz)]) == 2
+    assert "use a sampler for flow_map fields" in capsys.readouterr().err
