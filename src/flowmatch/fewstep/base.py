@@ -80,7 +80,7 @@ def distance(diff: Tensor, kind: str, c: float) -> Tensor:
     """Per-sample distance ``(B,)`` of ``diff`` ``(B, *D)``: mean over features.
 
     ``"mse"``: ``mean(d^2)``; ``"pseudo_huber"``: ``mean(sqrt(d^2 + c^2) - c)`` (Song & Dhariwal
-    2023, iCT, Sec. 3.3; elementwise as Rectified Diffusion, Wang et al. 2024).
+    2023, "Improved Techniques for Training Consistency Models"; elementwise as Rectified Diffusion, Wang et al. 2024).
     """
     d = diff.float() if diff.dtype in (torch.float16, torch.bfloat16) else diff
     if kind == "mse":
@@ -153,7 +153,7 @@ def draw_time_pair(
 ) -> TimePair:
     """Two times from ``time_sampler``, sorted to ``s <= t``; ``t = s`` on a ``1 - ratio`` share.
 
-    MeanFlow's scheme (Geng et al. 2025, Sec. 4.3 "sampling time steps"): both times from the
+    MeanFlow's scheme (Geng et al. 2025): both times from the
     same distribution, ordered, and a fraction of the batch on the diagonal (where the average
     velocity is the instantaneous one and the loss is plain flow matching).
     """

@@ -74,7 +74,7 @@ def boss_grid(
     """The BOSS grid ``(K+1,)`` of ``field`` from source samples ``x0`` ``(N, *D)``.
 
     Euler trajectories on a uniform grid of ``fine_steps`` steps, then the cheapest
-    ``num_steps``-jump path (BOSS, Sec. 3.1; Kmax = 100 and N = 100-512 in the paper's code).
+    ``num_steps``-jump path (BOSS; Kmax = 100 and N = 100-512 in the authors' code).
     """
     times, states, vels = euler_trajectory(field, x0, fine_steps, cond)
     return bellman_grid(times, states, vels, num_steps)

@@ -2,7 +2,7 @@
 
 Boffi, Albergo & Vanden-Eijnden (2025), "How to build a consistency model: learning flow maps
 via self-distillation". The flow map ``X(x, s, t) = x + (t - s) u(x, s, t)`` of the velocity
-``b`` is characterised by (eq. 4-6, our convention ``t = 0`` noise)::
+``b`` is characterised by (our convention, ``t = 0`` noise)::
 
     Lagrangian : d/dt X(x, s, t) = b(X(x, s, t), t)
     Eulerian   : d/ds X(x, s, t) + grad_x X(x, s, t) b(x, s) = 0

@@ -13,7 +13,7 @@ teacher generates (e.g. under guidance) rather than a data set.
   ``x~ = alpha_t x_hat + sigma_t e``, and moved along ``E_T[x1 | x~] - E_F[x1 | x~]``, the
   difference between the teacher's and a "fake" velocity model's data estimates, where the
   fake model is trained by flow matching on the student's samples (a variational-score /
-  distribution-matching gradient, Yin et al. 2024, DMD, eq. 7, written with velocities). The
+  distribution-matching gradient, Yin et al. 2024, DMD, written with velocities). The
   concrete forms of both terms are our reading of the paper's summary, not its code.
 
 The step trains two modules, ``"model"`` (the two-time student) and ``"fake"`` (a one-time

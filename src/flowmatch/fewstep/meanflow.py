@@ -2,14 +2,14 @@
 
 In the library's convention (``t = 0`` noise; the state ``x_s`` at time ``s`` flows to time
 ``t >= s``) the average velocity ``u(x_s, s, t) = (x_t - x_s) / (t - s)`` obeys the MeanFlow
-identity (Geng et al. 2025, eq. 6, with ``s = 1 - t_MF`` and ``t = 1 - r_MF``)::
+identity (Geng et al. 2025, with ``s = 1 - t_MF`` and ``t = 1 - r_MF``)::
 
     u(x_s, s, t) = v(x_s, s) + (t - s) d/ds u(x_s, s, t),
     d/ds u = v . grad_x u + partial_s u          (t held fixed)
 
 obtained by differentiating ``x_s + (t - s) u(x_s, s, t) = x_t`` along the trajectory. The total
 derivative is one forward-mode Jacobian-vector product with tangents ``(v, 1, 0)`` for
-``(x, s, t)`` (eq. 8). The loss regresses ``u_theta`` onto the stop-gradient target
+``(x, s, t)``. The loss regresses ``u_theta`` onto the stop-gradient target
 ``sg(v + (t - s) d/ds u_theta)``; ``v`` is the conditional velocity of the path (the target is
 linear in ``v``, so its conditional expectation is the marginal one) or a teacher's velocity.
 """
@@ -121,11 +121,11 @@ class MeanFlowStep(TwoTimeStep):
 
     ``u_tgt = v + (t - s) (v . grad_x u_theta + partial_s u_theta)`` by ``torch.func.jvp``;
     the per-sample squared error (summed over features, as the paper) is divided by
-    ``sg((L + eps)^p)`` (Sec. 4.3, "adaptive loss weighting"). With a frozen ``"teacher"``
+    ``sg((L + eps)^p)`` (the paper's adaptive loss weighting). With a frozen ``"teacher"``
     module, ``v`` is the teacher's velocity (distillation) instead of the path's conditional
     velocity. With ``guidance = omega != 1`` (labels) the velocity is replaced in the target by
     ``omega v + (1 - omega - kappa) u_theta(x, s, s | null) + kappa u_theta(x, s, s | c)`` for
-    conditioned samples with ``s`` in ``guidance_interval`` (Sec. 4.2, eq. 13-19): the guided
+    conditioned samples with ``s`` in ``guidance_interval`` (the paper's CFG training): the guided
     field is learned and sampling costs 1 NFE without CFG.
 
     Under DDP or ``torch.compile`` the JVP runs on the plain module without gradients and the
@@ -198,7 +198,7 @@ class MeanFlowStep(TwoTimeStep):
         )
 
     def _guided(self, net: Any, x: Tensor, s: Tensor, v: Tensor, cond: Cond) -> Tensor:
-        """The velocity of the target with CFG folded in (Geng et al. 2025, eq. 16-19)."""
+        """The velocity of the target with CFG folded in (Geng et al. 2025)."""
         c = as_condition(cond)
         labels = None if c is None else c.labels
         if labels is None or self.guidance == 1.0:

@@ -1,6 +1,6 @@
 """Reflow / k-rectified flow and Rectified Diffusion: retrain on a teacher's (noise, sample) pairs.
 
-Liu, Gong & Liu (2023), "Flow Straight and Fast", Sec. 2.2-2.3: the teacher's ODE gives a
+Liu, Gong & Liu (2023), "Flow Straight and Fast" (reflow and its distillation): the teacher's ODE gives a
 deterministic coupling ``(z0, z1 = ODE(z0))``; flow matching on that coupling (initialised from
 the teacher) straightens the flow, so few Euler steps suffice; training only at ``t = 0``
 distils one step (``z0 + v(z0, 0) = z1``). Wang et al. (2024), "Rectified Diffusion": what
@@ -122,7 +122,7 @@ class ReflowStep(TrainingStep):
     ``x_t = alpha_t x1 + sigma_t x0`` on any affine path, ``y`` the target of the network's
     prediction (the velocity ``d_alpha x1 + d_sigma x0``, ``x1`` or ``x0``), ``d`` the squared
     error or pseudo-Huber distance; ``t ~ time_sampler``, or ``t = 0`` with ``one_step``
-    (one-step distillation, Liu et al. 2023, Sec. 2.3). The run samples the trained network as
+    (one-step distillation, Liu et al. 2023). The run samples the trained network as
     a velocity field (an ``x1``/``x0``-prediction converted through the path).
 
     Raises:

@@ -1,12 +1,12 @@
 """Continuous-time consistency (sCM) distillation of a linear-path teacher through TrigFlow.
 
 TrigFlow (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency
-Models", Sec. 2): ``x_tau = cos(tau) x1 + sin(tau) z``, ``z ~ N(0, sigma_d^2 I)``, ``tau`` from
+Models"): ``x_tau = cos(tau) x1 + sin(tau) z``, ``z ~ N(0, sigma_d^2 I)``, ``tau`` from
 ``pi/2`` (noise) to ``0`` (data); a network ``F(x_tau / sigma_d, tau)`` predicts
 ``(dx_tau / dtau) / sigma_d`` and the consistency function is
 ``f(x_tau, tau) = cos(tau) x_tau - sin(tau) sigma_d F``.
 
-**Exact FM -> TrigFlow adapter** (SANA-Sprint, Chen et al. 2025, Sec. 3.1, for any sigma_d): a
+**Exact FM -> TrigFlow adapter** (SANA-Sprint, Chen et al. 2025, written for any sigma_d): a
 velocity field ``u`` of the linear path ``x_t = t x1 + (1 - t) x0`` (``x0 ~ N(0, I)``) gives
 ``x_tau = k x_t`` with ``k = cos + sigma_d sin`` and ``t = cos / k``, so
 
@@ -17,7 +17,7 @@ reproduces the teacher's ODE exactly (:class:`FlowToTrigFlow`, :class:`TrigFlowO
 consistency function is then ``x_t + (1 - t) u(x_t, t)``: one Euler jump to ``t = 1``, so an
 sCM-trained velocity net samples as ``flowmatch.models.EulerJumpMap``.
 
-**sCM loss** (Lu & Song 2024, Alg. 1 with tangent normalisation and warm-up, eq. 8-9; SANA-Sprint's
+**sCM loss** (Lu & Song 2024, with tangent normalisation and warm-up; SANA-Sprint's
 ``train_scm_ladd.py`` as digested): with ``dxdt = sigma_d F_teacher`` and one JVP of the
 student ``(F^-, dF) = jvp(F, (x/sigma_d, tau), (cos sin dxdt / sigma_d, cos sin))``,
 ``g = -cos^2 (sigma_d F^- - dxdt) - r (cos sin x_tau + sigma_d dF)``, ``g <- g / (||g|| + c)``,

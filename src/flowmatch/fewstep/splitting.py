@@ -5,7 +5,7 @@ Both rest on the semigroup property of the flow map, for ``s <= m <= t``::
     X(x, s, t) = X(X(x, s, m), m, t)
     (t - s) u(x, s, t) = (m - s) u(x, s, m) + (t - m) u(x_m, m, t),   x_m = x + (m - s) u(x, s, m)
 
-(the additivity of the integral of the velocity; SplitMeanFlow, Guo et al. 2025, eq. 5 in the
+(the additivity of the integral of the velocity; SplitMeanFlow, Guo et al. 2025, in the
 noise-level convention with ``s = 1 - t_MF``; Boffi, Albergo & Vanden-Eijnden 2025, "PSD").
 The right-hand side is evaluated without gradients and regressed onto; the diagonal ``s = t``
 is trained by plain flow matching (without it the identity admits trivial solutions).
@@ -59,7 +59,7 @@ def split_target(
     """``lam u(x, s, m) + (1 - lam) u(x_m, m, t)`` with ``m = s + lam (t - s)``, no gradients.
 
     ``lam = (m - s) / (t - s)``: the two sub-intervals' average velocities weighted by their
-    lengths (SplitMeanFlow, Guo et al. 2025, Alg. 1).
+    lengths (SplitMeanFlow, Guo et al. 2025).
     """
     with torch.no_grad():
         m = s + lam * (t - s)

@@ -4,8 +4,8 @@ Two parameterisations, both flow maps (``field_kind = "flow_map"``), sampled by
 ``flowmatch.solvers.FlowMapSampler`` with one network evaluation per grid interval:
 
 * :class:`AverageVelocityMap` wraps a two-time network ``u(x, s, t)`` (the average velocity
-  over ``[s, t]``): ``X(x, s, t) = x + (t - s) u(x, s, t)`` (MeanFlow, Geng et al. 2025, eq. 1-2;
-  flow maps, Boffi, Albergo & Vanden-Eijnden 2025, eq. 7). ``u(x, t, t)`` is the instantaneous
+  over ``[s, t]``): ``X(x, s, t) = x + (t - s) u(x, s, t)`` (MeanFlow, Geng et al. 2025;
+  flow maps, Boffi, Albergo & Vanden-Eijnden 2025). ``u(x, t, t)`` is the instantaneous
   velocity, so ``X(x, s, s) = x`` and ``d/dt X(x, s, t)|_{t=s} = v(x, s)`` by construction.
 * :class:`EulerJumpMap` wraps a one-time network ``v(x, s)`` (a consistency-trained or
   straightened velocity net): ``X(x, s, t) = x + (t - s) v(x, s)``. On the linear path

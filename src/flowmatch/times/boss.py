@@ -1,7 +1,7 @@
 """BOSS: the Bellman-optimal K-step time grid over a fine reference trajectory.
 
 Nguyen, Nguyen & Nguyen (2024), "Bellman Optimal Step-size Straightening of Flow-Matching
-Models", Sec. 3.1: given a trajectory ``x_i`` of a flow on a fine grid ``tau_0 < ... < tau_M``
+Models": given a trajectory ``x_i`` of a flow on a fine grid ``tau_0 < ... < tau_M``
 with velocities ``v_i``, the cost of one Euler jump from node ``i`` to node ``j > i`` is
 
     c[i, j] = mean_n || x_j - (x_i + (tau_j - tau_i) v_i) ||^2
@@ -66,8 +66,7 @@ def euler_jump_costs(times: Tensor, states: Tensor, velocities: Tensor) -> Tenso
 def bellman_path(cost: Tensor, num_steps: int) -> list[int]:
     """Node indices ``0 = i_0 < ... < i_K = M`` of the cheapest path with exactly ``K`` jumps.
 
-    ``dp[k][i] = min_{j > i} c[i, j] + dp[k-1][j]`` with ``dp[0][M] = 0`` (Bellman, 1957; BOSS
-    Alg. 1).
+    ``dp[k][i] = min_{j > i} c[i, j] + dp[k-1][j]`` with ``dp[0][M] = 0`` (Bellman 1957; as in BOSS).
 
     Args:
         cost: ``(M+1, M+1)`` jump costs (``inf`` where a jump is not allowed).
