@@ -57,6 +57,7 @@ FROM_DATA = {
     "meanflow_imagenet": ("meanflow", ["objective.ratio=0.25", "objective.norm_p=1.0"]),
     "splitmeanflow": ("splitmeanflow", []),
     "flowmap_lsd": ("flowmap_lsd", []),
+    "flowmap_lsd_lr1e-4": ("flowmap_lsd", ["train.lr=1e-4"]),  # LSD diverges at 1e-3
     "flowmap_esd": ("flowmap_esd", []),
     "flowmap_psd": ("flowmap_psd", []),
 }
