@@ -49,6 +49,7 @@ from flowmatch.objectives.base import (
 )
 from flowmatch.paths.affine import AffinePath
 from flowmatch.paths.schedules import LinearSchedule
+from flowmatch.sources import GaussianSource, Source
 from flowmatch.utils.checks import check_batch, check_in_choices, check_positive_float
 from flowmatch.utils.options import OptionError, option
 from flowmatch.utils.tensor import expand_like
@@ -145,6 +146,7 @@ def _build_scm(config: ObjectiveConfig, *, parts: TrainingParts) -> SCMStep:
     dropout = config.cond_dropout if parts.cond.conditional else 0.0
     return SCMStep(
         parts.path,
+        parts.source,
         prediction=parts.prediction,
         sigma_d=config.sigma_d,
         tau_mean=config.tau_mean,
@@ -178,6 +180,7 @@ class SCMStep(TrainingStep):
     def __init__(
         self,
         path: AffinePath | None = None,
+        source: Source | None = None,
         *,
         prediction: Prediction = "velocity",
         sigma_d: float = 1.0,
@@ -190,6 +193,7 @@ class SCMStep(TrainingStep):
         null_label: int | None = None,
     ) -> None:
         self.path = path if path is not None else AffinePath()
+        self.source = source if source is not None else GaussianSource()
         check_in_choices(prediction, [p for p in PREDICTIONS if p != "score"], "prediction")
         self.prediction: Prediction = prediction
         self.sigma_d = check_positive_float(sigma_d, "sigma_d")
@@ -234,7 +238,9 @@ class SCMStep(TrainingStep):
         cond = drop_condition(batch.cond, self.cond_dropout, self.null_label, generator)
         normal = torch.randn(n, generator=generator, device=x1.device, dtype=x1.dtype)
         tau = torch.atan(torch.exp(self.tau_mean + self.tau_std * normal) / sd)
-        z = sd * torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        # The run's source, scaled: x_tau / k is then a point of the teacher's own path
+        # t x1 + (1 - t) x0 (TrigFlow's z ~ N(0, sigma_d^2 I) for the Gaussian source).
+        z = sd * self.source.sample_like(x1, generator)
         c, s = expand_like(torch.cos(tau), x1), expand_like(torch.sin(tau), x1)
         x_tau = c * x1 + s * z
         with torch.no_grad():
