@@ -34,7 +34,7 @@ def eval_plan(
     """The sampler configs of the rows: each (solver, NFE) that fits, then the reference.
 
     Raises:
-        OptionError: an unknown, adaptive or stochastic solver in ``solvers``, one for another
+        OptionError: an unknown or adaptive solver in ``solvers``, one for another
             field kind than the run's (velocity field or flow map), or no row at all.
     """
     rows: list[SamplerConfig] = []
@@ -42,7 +42,7 @@ def eval_plan(
     for name in solvers:
         SAMPLERS.entry(name)  # an unknown name lists the registered ones
         cls = SAMPLERS[name]
-        if cls.adaptive or cls.stochastic or cls.field_kind != kind:
+        if cls.adaptive or cls.field_kind != kind:
             raise OptionError(
                 "solvers",
                 f"has {name!r}, which is not a fixed-step sampler of {kind} fields (see --help)",

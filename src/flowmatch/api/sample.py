@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowmatch.api.run import Run
+from flowmatch.api.run import NOISE_CHUNK, Run
 from flowmatch.guidance import ClassifierFreeGuidance
 from flowmatch.interfaces import Cond, cond_to, index_cond
 from flowmatch.solvers import solve
@@ -18,6 +19,10 @@ from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, SamplerCo
 from flowmatch.times.grids import GRIDS, GridConfig, custom_grid, make_grid
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError
+from flowmatch.utils.tensor import step_generator
+
+#: Stream id of stochastic samplers' per-step noise.
+_STEP_NOISE = 0x57E9
 
 GridSpec = str | GridConfig | Tensor | Sequence[float]
 
@@ -128,6 +133,33 @@ def _sampler_config(
     return SAMPLERS.config(kind, **opts)  # type: ignore[return-value]
 
 
+def step_noise(
+    run: Run, sampler: Sampler, num_samples: int, num_steps: int, seed: int
+) -> Tensor | None:
+    """The per-step noise ``(N, num_samples, *D)`` of a stochastic sampler (``None`` otherwise).
+
+    Standard normal, drawn in chunks of ``NOISE_CHUNK`` samples from generators seeded by
+    ``(seed, step, chunk)``: sample ``i``'s noise depends only on ``(seed, i)``, like its source
+    noise, not on the batch size.
+    """
+    if not sampler.stochastic:
+        return None
+    shape = tuple(run.sample_shape)
+    chunks = math.ceil(num_samples / NOISE_CHUNK)
+    per_step = [
+        torch.cat(
+            [
+                torch.randn(
+                    (NOISE_CHUNK, *shape), generator=step_generator(seed, _STEP_NOISE, k, c)
+                )
+                for c in range(chunks)
+            ]
+        )[:num_samples]
+        for k in range(num_steps)
+    ]
+    return torch.stack(per_step).to(run.device)
+
+
 def field_kind(field: Any) -> str:
     """``"flow_map"`` for a flow map (``field.field_kind``), else ``"velocity"``."""
     return str(getattr(field, "field_kind", "velocity"))
@@ -218,11 +250,13 @@ def generate(
     field = guided_field(run, scale)
     labels = sample_labels(run, num_samples, label)
     noise = run.noise(num_samples, seed=seed)
+    steps = step_noise(run, sampler, num_samples, len(t_grid) - 1, seed)
     out, total_nfe, start = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, num_samples, batch_size):
             cond: Cond = cond_to(index_cond(labels, slice(i, i + batch_size)), run.device)
-            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=cond)
+            z = None if steps is None else steps[:, i : i + batch_size]
+            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=cond, noise=z)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
     x = run.to_data_space(torch.cat(out).cpu())

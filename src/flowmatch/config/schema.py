@@ -100,9 +100,8 @@ class SampleConfig(Options):
 
 
 def _fixed_velocity_sampler(name: str) -> bool:
-    """A deterministic fixed-step sampler (of velocity fields, or of flow maps)."""
-    cls = SAMPLERS[name]
-    return not (cls.adaptive or cls.stochastic)
+    """A fixed-step sampler (of velocity fields or of flow maps; stochastic ones are seeded)."""
+    return not SAMPLERS[name].adaptive
 
 
 @dataclass(frozen=True)

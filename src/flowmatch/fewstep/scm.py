@@ -122,7 +122,7 @@ class SCMConfig(FewStepConfig):
 
     run_defaults: ClassVar[Mapping[str, Any]] = {
         "sample": {"solver": {"kind": "flow_map", "nfe": 1}},
-        "eval": {"nfe": [1, 2, 4], "solvers": ["flow_map"]},
+        "eval": {"nfe": [1, 2, 4], "solvers": ["flow_map", "flow_map_renoise"]},
     }
 
     sigma_d: float = option(1.0, gt=0, doc="TrigFlow data scale (1 for standardised data)")
@@ -168,7 +168,9 @@ class SCMStep(TrainingStep):
     teacher); the loss is the sCM objective with tangent normalisation and warm-up (module
     docstring). The warm-up needs the step index: batches from
     ``flowmatch.fewstep.store.WithStep`` carry it (without it ``r = 1``). The run samples the
-    consistency function as an :class:`~flowmatch.models.EulerJumpMap` (1-4 steps).
+    consistency function as an :class:`~flowmatch.models.EulerJumpMap` (1-4 steps; with more
+    than one step the multistep consistency sampler ``flow_map_renoise`` re-noises with fresh
+    noise between jumps, the deterministic ``flow_map`` composes the jumps).
 
     Raises:
         ValueError: no frozen ``"teacher"`` module.

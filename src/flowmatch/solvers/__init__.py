@@ -11,7 +11,7 @@ from flowmatch.solvers.base import (
     SamplerConfig,
     StepOutput,
 )
-from flowmatch.solvers.flow_map import FlowMapSampler
+from flowmatch.solvers.flow_map import FlowMapSampler, RenoisingFlowMapSampler
 from flowmatch.solvers.integrate import Solution, integrate, solve, steps_for_nfe
 from flowmatch.solvers.inversion import invert, invert_euler_fixed_point
 from flowmatch.solvers.likelihood import (
@@ -46,6 +46,7 @@ __all__ = [
     "Dopri5Config",
     "FixedStepConfig",
     "FlowMapSampler",
+    "RenoisingFlowMapSampler",
     "Sampler",
     "SamplerConfig",
     "StepOutput",
