@@ -152,7 +152,10 @@ def _eval(method: str, rec: dict[str, Any], seed: int, n: int) -> dict[str, floa
         return _w2_rows(rec["run"], [("euler", 1), ("euler", 2)], seed, n)
     if method == "boss":
         return _w2_rows(rec["run"], [("euler", 2)], seed, n)
-    return _w2_rows(rec["run"], [("flow_map", 1), ("flow_map", 2)], seed, n)
+    rows: list[tuple[str | None, int]] = [("flow_map", 1), ("flow_map", 2)]
+    if method == "scm":  # a consistency model's own multistep sampler (fresh noise per step)
+        rows.append(("flow_map_renoise", 2))
+    return _w2_rows(rec["run"], rows, seed, n)
 
 
 def main() -> None:
