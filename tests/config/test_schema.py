@@ -117,3 +117,31 @@ def test_builders():
     assert not cond_spec(
         from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds
     ).conditional
+
+
+def test_none_unsets_optional_numbers_from_toml_and_set(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('[train]\ngrad_clip = "none"\nema_decay = "none"\n')
+    cfg = from_dict(RunConfig, load_toml(p))
+    assert cfg.train.grad_clip is None and cfg.train.ema_decay is None
+    cfg = from_dict(RunConfig, apply_overrides({}, ["train.grad_clip=none"]))
+    assert cfg.train.grad_clip is None
+    # A string option keeps the literal text (a CSV column may be called "none").
+    assert from_dict(RunConfig, {"data": {"label_column": "none"}}).data.label_column == "none"
+
+
+def test_dry_run_rejects_bad_values_before_training(capsys):
+    from flowmatch.cli.main import main
+
+    for argv, match in [
+        (["--set", "sample.solver.nfe=3"], "sample.solver.nfe must be a multiple of midpoint's 2"),
+        (["--set", "train.lr=-1"], "train.lr must be > 0, got -1.0"),
+        (["--set", "coupling.reg=0.1"], "coupling.reg=0.1 only applies to the 'sinkhorn'"),
+        (["--set", "sample.solver=dopri5", "--set", "sample.grid=shifted"], "sample.grid"),
+        (["--set", "eval.solvers=['dopri5']"], "eval.solvers"),
+        (["--set", "model.kind=unet"], "needs square images"),
+        (["--set", "sample.guidance=2"], "sample.guidance=2.0 needs a conditional model"),
+    ]:
+        assert main(["train", "--dry-run", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], (argv, err)

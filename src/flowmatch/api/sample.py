@@ -139,7 +139,7 @@ def guided_field(run: Run, guidance: float) -> Any:
         return run.field
     if run.num_classes is None:
         raise OptionError(
-            "guidance", f"= {guidance} needs a conditional model (trained with labels)"
+            "guidance", f"={guidance} needs a conditional model (trained with labels)"
         )
     return ClassifierFreeGuidance(run.field, guidance, null_label=run.num_classes)
 
@@ -148,7 +148,7 @@ def sample_labels(run: Run, num_samples: int, label: int | None) -> Tensor | Non
     """Labels for ``num_samples`` samples: all ``label``, or cycling through the classes."""
     if run.num_classes is None:
         if label is not None:
-            raise OptionError("label", f"= {label} given but the model is unconditional")
+            raise OptionError("label", f"={label} given but the model is unconditional")
         return None
     if label is not None:
         ok = isinstance(label, int) and not isinstance(label, bool)

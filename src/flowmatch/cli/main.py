@@ -80,7 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``flowmatch`` command (choices from the registries)."""
     from flowmatch.config import schema  # noqa: F401  (registers the built-in components)
     from flowmatch.solvers.base import SAMPLERS
-    from flowmatch.times.grids import GRIDS
 
     p = argparse.ArgumentParser(
         prog="flowmatch", description="Train, sample and evaluate flow-matching models."
@@ -118,14 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-samples", type=_positive_int, default=1000)
     s.add_argument(
         "--solver",
-        choices=solvers,
         default=None,
-        help=f"default: the run's sample.solver. {_registry_help('sampler')}",
+        help=f"default: the run's sample.solver. {_registry_help('sampler')} (and any sampler "
+        "the run's plugins register)",
     )
     s.add_argument(
         "--nfe", type=_positive_int, default=None, help="function evaluations per sample"
     )
-    s.add_argument("--grid", choices=GRIDS.names(), default=None, help=f"{_registry_help('grid')}")
+    s.add_argument(
+        "--grid", default=None, help=f"default: the run's sample.grid. {_registry_help('grid')}"
+    )
     s.add_argument(
         "--grid-values",
         type=_float_list,

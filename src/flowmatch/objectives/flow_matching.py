@@ -31,6 +31,10 @@ class FlowMatchingConfig(ObjectiveConfig):
     """Options of conditional flow matching."""
 
     weighting: Literal["none", "cosmap"] = option("none", doc="loss weight w(t)")
+    loss_space: Literal["prediction", "velocity"] = option(
+        "prediction",
+        doc="compare in the network's parameterisation, or after converting it to a velocity",
+    )
 
 
 def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
@@ -43,6 +47,7 @@ def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> Ob
         parts.source,
         prediction=parts.prediction,
         weighting=config.weighting,
+        loss_space=config.loss_space,
         cond_dropout=dropout,
         null_label=parts.cond.num_classes if dropout > 0 else None,
     )
@@ -64,6 +69,11 @@ class FlowMatchingObjective:
         source: the source ``p0`` (default ``N(0, I)``).
         prediction: what the network outputs: ``"velocity"``, ``"x1"`` or ``"x0"``.
         weighting: ``"none"`` or ``"cosmap"``.
+        loss_space: ``"prediction"`` regresses the network's own target (``x1``, ``x0`` or the
+            velocity); ``"velocity"`` converts an ``x1``/``x0``-prediction to a velocity
+            (``AffinePath.convert``, endpoint rule included) and regresses ``v_target``: the
+            "x-prediction with a velocity loss" of Li & He (2025, JiT), equal to weighting the
+            prediction loss by ``(D_t / sigma_t)^2`` (``x1``) or ``(D_t / alpha_t)^2`` (``x0``).
         cond_dropout: probability of replacing a sample's condition by the null condition
             (classifier-free guidance training; Ho & Salimans 2022): labels become
             ``null_label``, values and context are marked dropped (``Condition.drop``).
@@ -92,6 +102,7 @@ class FlowMatchingObjective:
         *,
         prediction: Prediction = "velocity",
         weighting: str = "none",
+        loss_space: str = "prediction",
         cond_dropout: float = 0.0,
         null_label: int | None = None,
     ) -> None:
@@ -102,6 +113,7 @@ class FlowMatchingObjective:
         check_in_choices(prediction, [p for p in PREDICTIONS if p != "score"], "prediction")
         self.prediction: Prediction = prediction
         self.weighting = check_in_choices(weighting, WEIGHTINGS, "weighting")
+        self.loss_space = check_in_choices(loss_space, ("prediction", "velocity"), "loss_space")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
         self.cond_dropout = float(cond_dropout)
@@ -198,6 +210,13 @@ class FlowMatchingObjective:
         sample = self.path.sample(x0, x1, t)
         out = model(sample.xt, t, cond)
         target = self.path.target(sample, self.prediction)
+        if (
+            self.loss_space == "velocity"
+            and self.prediction != "velocity"
+            and out.shape == target.shape
+        ):
+            out = self.path.convert(out, src=self.prediction, dst="velocity", xt=sample.xt, t=t)
+            target = sample.v_target
         if out.shape != target.shape:
             # A (B,) or (B, 1) output would broadcast silently against (B, *D).
             raise ValueError(

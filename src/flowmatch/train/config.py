@@ -1,7 +1,7 @@
 """Training hyper-parameters: one frozen dataclass, validated field by field.
 
-The lead's TOML/CLI layer maps the ``[train]`` table onto :class:`TrainConfig`; every field is
-checked here once, so the training loop itself never re-validates anything.
+The ``[train]`` table of a run config maps onto :class:`TrainConfig`; every field is checked
+when the record is built (``flowmatch.utils.options``), so the training loop never re-validates.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TrainConfig(Options):
             decay, so resuming with a different ``steps`` changes the learning-rate curve.
         batch_size: samples per step and per rank (data-parallel runs see
             ``batch_size * world_size`` samples per step).
-        lr: peak learning rate (2-D toys train well at 1e-3; ALGORITHMS.md 0.2).
+        lr: peak learning rate (the 2-D toys and digits train well at 1e-3; docs/benchmarks.md).
         weight_decay: AdamW's decoupled weight decay (0 for the small reference nets, which
             do not overfit in a few thousand steps).
         betas: Adam's moment decay rates ``(beta1, beta2)``, each in ``[0, 1)``.

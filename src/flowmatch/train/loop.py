@@ -376,6 +376,16 @@ class Trainer:
                 f"{saved}, now {self._fingerprints}); resume with the same teacher/reference"
             )
         self.optimizer.load_state_dict(ckpt.optimizer)
+        saved_schedule = ckpt.state.get("lr_schedule")
+        if saved_schedule is not None and saved_schedule != self.lr_schedule.state_dict():
+            logger.info(
+                "resuming %s with another learning-rate schedule: %s -> %s (the lr curve "
+                "changes from step %d on)",
+                ckpt.path,
+                saved_schedule,
+                self.lr_schedule.state_dict(),
+                ckpt.step,
+            )
         set_rng_state(ckpt.state["rng"])
         self.step = ckpt.step
         self._start_window(ckpt.step, time.perf_counter())
