@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,17 @@ class Resolved:
         train: the training split (model space).
         test: the held-out split (model space).
         notes: what the data kind's preset set (for ``--dry-run``).
+        warnings: changes made to fit the data (e.g. a batch larger than the data), one line
+            each; the CLI always prints them.
     """
 
     config: RunConfig
     train: ArrayDataset
     test: ArrayDataset
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Any]:
         return iter((self.config, self.train, self.test))
 
 
@@ -84,8 +88,31 @@ def resolve_config(
     train_ds, test_ds = load_data(data_cfg)
     preset, notes = preset_for(train_ds.meta.get("kind", ""), raw)
     cfg = from_dict(RunConfig, merge(preset, raw))
+    cfg, warnings = fit_to_data(cfg, len(train_ds))
     check_with_data(cfg, train_ds)
-    return Resolved(cfg, train_ds, test_ds, notes)
+    return Resolved(cfg, train_ds, test_ds, notes, warnings)
+
+
+def fit_to_data(cfg: RunConfig, num_train: int) -> tuple[RunConfig, list[str]]:
+    """Shrink the batch to the data when the training set is smaller than one global batch.
+
+    Returns the (possibly changed) config and one line per change, which the CLI prints.
+    """
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    if num_train >= cfg.train.batch_size * world:
+        return cfg, []
+    batch = num_train // world
+    if batch < 1:
+        raise ConfigError(
+            "data", f"has {num_train} training samples, fewer than the {world} data-parallel ranks"
+        )
+    note = (
+        f"train.batch_size = {batch}: the training set has only {num_train} samples, fewer "
+        f"than one batch of {cfg.train.batch_size}"
+        + (f" on each of {world} ranks" if world > 1 else "")
+    )
+    logger.info(note)
+    return replace(cfg, train=replace(cfg.train, batch_size=batch)), [note]
 
 
 def check_with_data(cfg: RunConfig, train_ds: ArrayDataset) -> None:

@@ -190,6 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             config_file=args.config, overrides=args.set, data=args.data, steps=args.steps
         )
         notes = resolved.notes
+        for line in resolved.warnings:
+            print(f"flowmatch train: note: {line}", file=sys.stderr)
         out = Path(args.out or os.path.join("runs", Path(cfg.data.name).stem or "run"))
     if args.dry_run:
         for note in notes:
