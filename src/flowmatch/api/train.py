@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def prepare_dataset(cfg: RunConfig, train_ds: ArrayDataset) -> ArrayDataset:
-    """The training set as the model sees it: labels dropped for an unconditional run."""
-    if cond_spec(cfg.model, train_ds).conditional or train_ds.labels is None:
+    """The training set as the model sees it: conditions dropped for an unconditional run."""
+    if cond_spec(cfg.model, train_ds).conditional or not train_ds.cond_kinds:
         return train_ds
     return ArrayDataset(train_ds.x, None, None, train_ds.standardizer, train_ds.name, train_ds.meta)
 
