@@ -30,11 +30,13 @@ def save_samples_png(
     reference: Tensor | np.ndarray | None = None,
     labels: Tensor | np.ndarray | None = None,
     title: str = "",
+    values: Tensor | np.ndarray | None = None,
 ) -> Path:
     """Write samples as a PNG: a scatter for ``(N, 2)``, an image grid for ``(N, C, H, W)``.
 
     Other shapes are shown as a scatter of the first two features. ``reference`` (e.g. held-out
-    data) is drawn in grey behind a scatter.
+    data) is drawn in grey behind a scatter. Points are coloured by ``labels`` (classes) or,
+    without labels, by ``values`` ``(N,)`` (a continuous condition, with a colour bar).
     """
     plt = _pyplot()
     x = np.asarray(samples.detach().cpu() if isinstance(samples, Tensor) else samples)
@@ -55,7 +57,11 @@ def save_samples_png(
             else np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
         )
         ys = flat[:, 1 if flat.shape[1] > 1 else 0]
-        if c is None:
+        if c is None and values is not None:
+            v = np.asarray(values.cpu() if isinstance(values, Tensor) else values).reshape(-1)
+            points = ax.scatter(flat[:, 0], ys, s=1, c=v, cmap="twilight")
+            fig.colorbar(points, ax=ax, shrink=0.7)
+        elif c is None:
             ax.scatter(flat[:, 0], ys, s=1, color="C0")
         else:
             ax.scatter(flat[:, 0], ys, s=1, c=c, cmap="tab10")
