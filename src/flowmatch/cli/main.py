@@ -265,15 +265,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         **_sampling_request(args),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
-    if res.labels is not None:
-        arrays["labels"] = res.labels.numpy()
-    if res.cond is not None:  # each sample with its condition, in the file's units
-        for key, part in (("cond", res.cond.values), ("context", res.cond.context)):
-            if part is not None:
-                arrays[key] = part.numpy()
     npz = out.with_suffix(".npz")
-    np.savez(npz, **arrays)  # type: ignore[arg-type]
+    np.savez(npz, **_sample_arrays(res))  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
@@ -295,6 +288,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
+
+
+def _sample_arrays(res: Any) -> dict[str, Any]:
+    """What ``sample`` saves: the samples and, per sample, its labels and conditions."""
+    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
+    if res.labels is not None:
+        arrays["labels"] = res.labels.numpy()
+    if res.cond is not None:  # each sample with its condition, in the file's units
+        for key, part in (("cond", res.cond.values), ("context", res.cond.context)):
+            if part is not None:
+                arrays[key] = part.numpy()
+    return arrays
 
 
 def _condition_request(args: argparse.Namespace) -> tuple[Any, int]:

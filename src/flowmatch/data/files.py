@@ -621,6 +621,33 @@ def _column_index(columns: list[str], name: str, key: str, p: Path) -> int:
     return matches[0]
 
 
+def _column_roles(
+    columns: list[str],
+    has_header: bool,
+    label_column: str | None,
+    cond_names: list[str],
+    p: Path,
+) -> tuple[int | None, list[int], list[int]]:
+    """``(label_idx, cond_idx, feature_idx)``: which columns are label, conditions, features."""
+    for key, name in [("label_column", label_column)] + [("cond_columns", c) for c in cond_names]:
+        if name is not None and not has_header:
+            raise ValueError(
+                f"{key}={name!r} needs a header row, but the first row of {p} "
+                "is numeric; add a header line naming the columns"
+            )
+    label_idx = None
+    if label_column is not None:
+        label_idx = _column_index(columns, label_column, "label_column", p)
+    cond_idx = [_column_index(columns, c, "cond_columns", p) for c in cond_names]
+    feature_idx = [i for i in range(len(columns)) if i != label_idx and i not in cond_idx]
+    if not feature_idx:
+        raise ValueError(
+            f"{p} has no feature columns besides label_column={label_column!r}"
+            + (f" and cond_columns={cond_names}" if cond_names else "")
+        )
+    return label_idx, cond_idx, feature_idx
+
+
 def _check_cond_columns(cond_columns: Sequence[str] | None, label_column: str | None) -> list[str]:
     if cond_columns is None:
         return []
@@ -679,22 +706,9 @@ def read_csv_table(
                 f"{p}, line {line}: expected {len(columns)} cells like the first row, got "
                 f"{len(row)}"
             )
-    for key, name in [("label_column", label_column)] + [("cond_columns", c) for c in cond_names]:
-        if name is not None and not has_header:
-            raise ValueError(
-                f"{key}={name!r} needs a header row, but the first row of {p} "
-                "is numeric; add a header line naming the columns"
-            )
-    label_idx = None
-    if label_column is not None:
-        label_idx = _column_index(columns, label_column, "label_column", p)
-    cond_idx = [_column_index(columns, c, "cond_columns", p) for c in cond_names]
-    feature_idx = [i for i in range(len(columns)) if i != label_idx and i not in cond_idx]
-    if not feature_idx:
-        raise ValueError(
-            f"{p} has no feature columns besides label_column={label_column!r}"
-            + (f" and cond_columns={cond_names}" if cond_names else "")
-        )
+    label_idx, cond_idx, feature_idx = _column_roles(
+        columns, has_header, label_column, cond_names, p
+    )
     lines = [line for line, _ in body]
     feats = [_parse_column([r[i] for _, r in body], lines, columns[i], p) for i in feature_idx]
     x = torch.from_numpy(_to_float32(np.stack(feats, axis=1), f"table {p}"))

@@ -421,6 +421,31 @@ def _user_file(
     return _Raw(train, test, kind, auto, num_classes, meta)
 
 
+def _dataset(
+    rows: _Rows,
+    num_classes: int | None,
+    std: Standardizer,
+    values_std: Standardizer | None,
+    name: str,
+    meta: dict,
+) -> ArrayDataset:
+    """One split in model space (samples and, when fitted, condition values standardised)."""
+    values = rows.values
+    if values is not None and values_std is not None:
+        values = values_std.transform(values)
+    return ArrayDataset(
+        std.transform(rows.x),
+        rows.labels,
+        num_classes if rows.labels is not None else None,
+        std,
+        name,
+        meta,
+        values=values,
+        context=rows.context,
+        values_standardizer=values_std,
+    )
+
+
 def load_dataset(
     spec: str | os.PathLike[str],
     *,
@@ -551,20 +576,8 @@ def load_dataset(
         values_std = fit_standardizer(raw.train.values, "per_feature")
     short = Path(name).name or name
     train, test = (
-        ArrayDataset(
-            std.transform(rows.x),
-            rows.labels,
-            raw.num_classes if rows.labels is not None else None,
-            std,
-            f"{short}/{split}",
-            {**meta, "split": split},
-            values=(
-                rows.values
-                if values_std is None or rows.values is None
-                else values_std.transform(rows.values)
-            ),
-            context=rows.context,
-            values_standardizer=values_std,
+        _dataset(
+            rows, raw.num_classes, std, values_std, f"{short}/{split}", {**meta, "split": split}
         )
         for split, rows in (("train", raw.train), ("test", raw.test))
     )
