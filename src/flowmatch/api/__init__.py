@@ -25,7 +25,13 @@ from flowmatch.api.config import (
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
-from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
+from flowmatch.api.sample import (
+    SampleResult,
+    generate,
+    guided_field,
+    sample_condition,
+    sampling_plan,
+)
 from flowmatch.api.train import prepare_dataset, train_run
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "read_run_info",
     "resolve_config",
     "resume_config",
+    "sample_condition",
     "sampling_plan",
     "stored_config",
     "train_run",

@@ -86,7 +86,7 @@ def resolve_config(
     load_plugins(list(raw.get("plugins", [])))
     data_cfg = from_dict(DataConfig, raw.get("data", {}), "data.")
     train_ds, test_ds = load_data(data_cfg)
-    preset, notes = preset_for(train_ds.meta.get("kind", ""), raw)
+    preset, notes = preset_for(train_ds.meta.get("kind", ""), raw, cond_kinds=train_ds.cond_kinds)
     cfg = from_dict(RunConfig, merge(preset, raw))
     cfg, warnings = fit_to_data(cfg, len(train_ds))
     check_with_data(cfg, train_ds)
@@ -127,7 +127,8 @@ def check_with_data(cfg: RunConfig, train_ds: ArrayDataset) -> None:
     if cfg.sample.guidance != 1.0 and not cond.conditional:
         raise ConfigError(
             "sample.guidance",
-            f"={cfg.sample.guidance} needs a conditional model (data with labels); use 1.0",
+            f"={cfg.sample.guidance} needs a conditional model (data with labels or "
+            "conditions); use 1.0",
         )
     try:  # shape and conditioning checks of the model builder, on the meta device (no memory)
         import torch
@@ -149,6 +150,7 @@ def load_data(cfg: DataConfig) -> tuple[ArrayDataset, ArrayDataset]:
         n_test=cfg.n_test,
         standardize=cfg.standardize,
         label_column=cfg.label_column,
+        cond_columns=cfg.cond_columns,
     )
 
 

@@ -45,6 +45,8 @@ class Run:
         step: the training step of the loaded weights.
         checkpoint: the checkpoint directory (``None`` for a run built from live modules).
         info: the stored ``config.json`` content.
+        values_standardizer: maps data-space condition values to what the model sees
+            (``None``: values used as given, or no values).
     """
 
     modules: dict[str, nn.Module]
@@ -58,6 +60,7 @@ class Run:
     step: int
     checkpoint: Path | None
     info: dict[str, Any]
+    values_standardizer: Standardizer | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -112,13 +115,37 @@ def data_info(ds: ArrayDataset) -> dict[str, Any]:
     }
     if "class_names" in ds.meta:
         info["class_names"] = list(ds.meta["class_names"])
+    if ds.values is not None:
+        info["values_dim"] = int(ds.values.shape[1])
+        if ds.values_standardizer is not None:
+            info["values_standardizer"] = ds.values_standardizer.to_dict()
+        if "cond_names" in ds.meta:
+            info["cond_names"] = list(ds.meta["cond_names"])
+    if ds.context is not None:
+        info["context_shape"] = list(ds.context.shape[1:])
     return info
 
 
 def run_cond(info: dict[str, Any]) -> CondSpec:
-    """The conditioning of a stored run (labels are kept only for conditional runs)."""
+    """The conditioning of a stored run (what its training set carried, see :func:`data_info`).
+
+    Labels count only for conditional runs (``labelled``); values and context are stored only
+    when the model was conditioned on them. Runs written before values/context existed have
+    neither.
+    """
     data = info["data"]
-    return CondSpec(num_classes=data["num_classes"] if data["labelled"] else None)
+    context = data.get("context_shape")
+    return CondSpec(
+        num_classes=data["num_classes"] if data["labelled"] else None,
+        values_dim=data.get("values_dim"),
+        context_shape=None if context is None else tuple(context),
+    )
+
+
+def run_values_standardizer(info: dict[str, Any]) -> Standardizer | None:
+    """The stored map of condition values to model space (``None``: used as given)."""
+    d = info["data"].get("values_standardizer")
+    return None if d is None else Standardizer.from_dict(d)
 
 
 def assemble_run(
@@ -147,6 +174,7 @@ def assemble_run(
         step,
         checkpoint,
         info,
+        run_values_standardizer(info),
     )
 
 

@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def prepare_dataset(cfg: RunConfig, train_ds: ArrayDataset) -> ArrayDataset:
-    """The training set as the model sees it: labels dropped for an unconditional run."""
-    if cond_spec(cfg.model, train_ds).conditional or train_ds.labels is None:
+    """The training set as the model sees it: conditions dropped for an unconditional run."""
+    if cond_spec(cfg.model, train_ds).conditional or not train_ds.cond_kinds:
         return train_ds
     return ArrayDataset(train_ds.x, None, None, train_ds.standardizer, train_ds.name, train_ds.meta)
 
@@ -114,9 +114,11 @@ def periodic_eval(
         run = assemble_run(cfg, run_config, live, step=step)
         scorer = scorer or Scorer(run, test_ds, n)
         scorer.run = run
-        res = generate(run, n, seed=0)
+        res = generate(run, n, seed=0, cond=scorer.cond)
         _save_png(res, out / "snapshots" / f"step_{step:07d}.png", run, reference=scorer)
-        return scorer(res.samples, labels=res.labels)
+        scores = scorer(res.samples, labels=res.labels, cond=res.cond)
+        scores.pop("cond_w2_bins", None)  # the log keeps scalars (the mean is cond_w2)
+        return scores
 
     return eval_fn
 
@@ -126,8 +128,13 @@ def write_snapshot(out: Path, cfg: RunConfig, test_ds: ArrayDataset | None) -> N
     from flowmatch.api.run import load_run
 
     run = load_run(out)
-    res = generate(run, cfg.sample.num_samples, seed=0)
     scorer = Scorer(run, test_ds, min(len(test_ds), cfg.sample.num_samples)) if test_ds else None
+    cond = None if scorer is None else scorer.cond
+    if cond is None and any(k != "labels" for k in run.cond.kinds):
+        logger.info("no held-out conditions to sample %s with: skipping samples.png", run.cond)
+        return
+    num = cfg.sample.num_samples if cond is None else cond.batch_size
+    res = generate(run, num or 1, seed=0, cond=cond)
     _save_png(res, out / "samples.png", run, reference=scorer)
 
 
@@ -146,7 +153,10 @@ def _save_png(res: Any, path: Path, run: Run, *, reference: Scorer | None) -> No
         f", guidance {res.guidance:g}" if res.guidance != 1.0 else ""
     )
     try:
-        save_samples_png(res.samples, path, reference=ref, labels=res.labels, title=title)
+        values = None if res.cond is None or res.cond.values is None else res.cond.values[:, 0]
+        save_samples_png(
+            res.samples, path, reference=ref, labels=res.labels, title=title, values=values
+        )
     except ImportError:
         logger.info("matplotlib not installed: skipping %s", path)
 

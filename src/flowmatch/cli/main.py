@@ -114,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     solvers = SAMPLERS.names()
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--num-samples", type=_positive_int, default=1000)
+    s.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=None,
+        help="default: the rows of --cond (when it has more than one), else 1000",
+    )
     s.add_argument(
         "--solver",
         default=None,
@@ -147,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the run's sample.guidance)",
     )
     s.add_argument("--label", type=int, default=None, help="class of all samples")
+    s.add_argument(
+        "--cond",
+        metavar="FILE.npz",
+        default=None,
+        help="conditions of the samples: arrays 'labels' (class ids), 'cond' (values, N x C, "
+        "in the data's units) and/or 'context' (N x S), N rows or one row for all; needed for "
+        "runs conditioned on values or context",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     s.add_argument("--out", required=True, help="output .npz (array 'samples') or .png")
@@ -244,20 +257,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
+    cond, num_samples = _condition_request(args)
     res = api.generate(
         run,
-        args.num_samples,
+        num_samples,
         guidance=args.guidance,
         label=args.label,
+        cond=cond,
         seed=args.seed,
         **_sampling_request(args),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
-    if res.labels is not None:
-        arrays["labels"] = res.labels.numpy()
     npz = out.with_suffix(".npz")
-    np.savez(npz, **arrays)  # type: ignore[arg-type]
+    np.savez(npz, **_sample_arrays(res))  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
@@ -273,11 +285,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
             )
             if x
         )
-        save_samples_png(res.samples, out, labels=res.labels, title=title)
-        print(f"wrote {out} and {npz} ({args.num_samples} samples, NFE {res.nfe})")
+        values = None if res.cond is None or res.cond.values is None else res.cond.values[:, 0]
+        save_samples_png(res.samples, out, labels=res.labels, title=title, values=values)
+        print(f"wrote {out} and {npz} ({num_samples} samples, NFE {res.nfe})")
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
+
+
+def _sample_arrays(res: Any) -> dict[str, Any]:
+    """What ``sample`` saves: the samples and, per sample, its labels and conditions."""
+    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
+    if res.labels is not None:
+        arrays["labels"] = res.labels.numpy()
+    if res.cond is not None:  # each sample with its condition, in the file's units
+        for key, part in (("cond", res.cond.values), ("context", res.cond.context)):
+            if part is not None:
+                arrays[key] = part.numpy()
+    return arrays
+
+
+def _condition_request(args: argparse.Namespace) -> tuple[Any, int]:
+    """The ``--cond`` file as a ``Condition`` (or ``None``) and the number of samples."""
+    if args.cond is None:
+        return None, args.num_samples or 1000
+    from flowmatch.data.files import read_condition_file
+
+    cond = read_condition_file(args.cond)
+    rows = cond.batch_size or 0
+    return cond, args.num_samples or (rows if rows > 1 else 1000)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

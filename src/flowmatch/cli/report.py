@@ -43,6 +43,34 @@ def print_eval(run: Any, report: dict[str, Any]) -> None:
             f"held-out NLL {report['nll']:.4f} nats/sample (dopri5, exact divergence); "
             f"straightness {report['straightness']:.4g}"
         )
+    if "conditional" in report:
+        print_conditional(report["conditional"])
+
+
+def print_conditional(section: dict[str, Any]) -> None:
+    """The conditional W2 per condition bin: one row per bin, one column per eval row."""
+    # One column per solver: its largest budget (the full table is in the JSON report).
+    best: dict[str, dict[str, Any]] = {}
+    for r in section["rows"]:
+        if r["solver"] not in best or r["nfe"] > best[r["solver"]]["nfe"]:
+            best[r["solver"]] = r
+    rows = list(best.values())
+    edges = section["edges"]
+    print(
+        f"conditional W2 per bin of {section['condition']} ({section['bins']} quantile bins of "
+        "the held-out conditions; samples generated with those conditions; cond_w2 = mean)"
+    )
+    cols = [f"{r['solver']}/{r['nfe']}" for r in rows]
+    floor = section.get("floor")
+    header = ["bin", "n", *cols, *(["train/test"] if floor is not None else [])]
+    print("  ".join(f"{h:>14}" for h in header))
+    for k in range(section["bins"]):
+        lo, hi = edges[k], edges[k + 1]
+        span = f"[{'-inf' if lo is None else f'{lo:.3g}'},{'inf' if hi is None else f'{hi:.3g}'})"
+        cells = [span, section["counts"][k], *(r["per_bin"][k] for r in rows)]
+        if floor is not None:
+            cells.append(floor[k])
+        print("  ".join(f"{_fmt('-' if c is None else c):>14}" for c in cells))
 
 
 def save_eval_plot(run: Any, report: dict[str, Any], path: Path) -> list[str]:
@@ -79,6 +107,12 @@ def print_info(run_dir: Path) -> None:
         f"data:       {data['name']} ({data['kind']}), {data['num_train']} train samples of "
         f"shape {tuple(data['sample_shape'])}"
         + (f", {data['num_classes']} classes" if data["labelled"] else "")
+        + _conditions(data)
+        + (
+            f", context of shape {tuple(data['context_shape'])}"
+            if data.get("context_shape")
+            else ""
+        )
     )
     print(
         f"model:      {cfg.model.kind} ({_options(cfg.model)}), path {cfg.path.kind} "
@@ -104,6 +138,14 @@ def print_info(run_dir: Path) -> None:
     ev = run_dir / "eval.json"
     if ev.is_file():
         print(f"eval:       {ev}")
+
+
+def _conditions(data: dict[str, Any]) -> str:
+    """``", condition values: 1 (angle)"`` for a run on values (empty otherwise)."""
+    if not data.get("values_dim"):
+        return ""
+    names = data.get("cond_names")
+    return f", condition values: {data['values_dim']}" + (f" ({', '.join(names)})" if names else "")
 
 
 def _options(cfg: Any) -> str:

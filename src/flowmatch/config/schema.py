@@ -58,6 +58,9 @@ class DataConfig(Options):
         "auto", doc="'auto': none for built-ins, per-feature for tables, global for images"
     )
     label_column: str | None = option(None, doc="CSV only: the column holding class labels")
+    cond_columns: tuple[str, ...] = option(
+        (), doc="CSV only: continuous condition columns (standardised unless standardize='none')"
+    )
 
 
 def _default_sampler() -> SamplerConfig:
@@ -109,6 +112,9 @@ class EvalConfig(Options):
     )
     with_reference: bool = option(True, doc="add the reference row")
     metrics: tuple[str, ...] = option((), doc="metric names; empty: all that apply to the data")
+    cond_bins: int = option(
+        8, ge=1, doc="quantile bins of the condition value for the conditional W2 (value runs)"
+    )
 
     def validate(self) -> None:
         """Registered fixed-step solvers, registered metrics, at least one usable row."""
