@@ -9,6 +9,7 @@ from flowmatch.config.schema import (
     apply_overrides,
     from_dict,
     load_toml,
+    overrides_dict,
     parse_value,
     to_dict,
 )
@@ -117,3 +118,34 @@ def test_builders():
     assert not cond_spec(
         from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds
     ).conditional
+
+
+@pytest.mark.parametrize("word", ["none", "None", "NULL", " none "])
+def test_toml_none_strings_unset_optional_keys(tmp_path, word):
+    # TOML has no null: "none" unsets a key that allows it, as --set train.grad_clip=none does.
+    p = tmp_path / "c.toml"
+    p.write_text(
+        f'[train]\ngrad_clip = "{word}"\nema_decay = "{word}"\n[data]\nn_train = "{word}"\n'
+    )
+    cfg = from_dict(RunConfig, load_toml(p))
+    assert cfg.train.grad_clip is None and cfg.train.ema_decay is None and cfg.data.n_train is None
+    from_set = from_dict(
+        RunConfig, overrides_dict(["train.grad_clip=none", "train.ema_decay=None"])
+    )
+    assert from_set.train.grad_clip is None and from_set.train.ema_decay is None
+
+
+def test_none_strings_stay_strings_where_unset_is_not_allowed(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nsteps = "none"\n')
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got 'none' \(str\)"):
+        from_dict(RunConfig, load_toml(p))
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got None"):
+        from_dict(RunConfig, overrides_dict(["train.steps=none"]))
+
+
+def test_non_utf8_toml_names_the_file(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes("[train]\n# caf\xe9\nsteps = 3\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file '.*latin1.toml' is not UTF-8 text"):
+        load_toml(p)
