@@ -240,3 +240,11 @@ def test_a_field_without_cond_is_told_the_expected_signature(name):
         solve(NoCond(), torch.ones(2, 2), make_grid("uniform", 2), SOLVERS[name]())
     with pytest.raises(TypeError, match=r"field must be called as field\(x, t, cond\)"):
         solve(lambda x, t: -x, torch.ones(2, 2), make_grid("uniform", 2), SOLVERS[name]())
+
+
+@pytest.mark.parametrize("name", VELOCITY)
+def test_a_non_finite_initial_state_is_named_as_such(name):
+    x = torch.ones(3, 2)
+    x[1, 0] = math.nan
+    with pytest.raises(FloatingPointError, match=r"x \(the initial state\) has 1 non-finite"):
+        solve(_decay, x, make_grid("uniform", 2), SOLVERS[name]())

@@ -121,7 +121,8 @@ def solve(
             ``(B, 1)``, ``(1, D)`` or scalar outputs), ``noise`` has the wrong shape, or noise /
             log-probs are asked of a deterministic sampler.
         RuntimeError: if an adaptive solver exceeds its ``max_steps``.
-        FloatingPointError: if the final state has NaN/inf (checked once, after the solve).
+        FloatingPointError: if the final state has NaN/inf (checked once, after the solve;
+            the message says whether the initial state ``x`` already had them).
 
     Example:
         >>> import torch
@@ -137,6 +138,7 @@ def solve(
             f"field must be callable (x, t, cond) -> (B, *D), got {type(field).__name__}"
         )
     check_batch(x, "x")
+    x0 = x
     if not isinstance(solver, Sampler):
         raise TypeError(
             f"solver must be an ODESolver or AdaptiveSolver, got {type(solver).__name__}"
@@ -147,6 +149,9 @@ def solve(
     noises = _noises(solver, x, num, generator, noise, return_log_probs)
     states = [x] if save_trajectory else None
     log_probs: list[Tensor] | None = [] if return_log_probs else None
+    if solver.adaptive:  # it reads the device every step anyway; its step control needs x
+        check_finite(x, "x (the initial state)")
+    x_finite = torch.isfinite(x).all()  # read with the result's check: one host sync per solve
     params = ("x", "s", "t", "cond") if solver.field_kind == "flow_map" else ("x", "t", "cond")
     state, nfe, f = solver.init_state(), 0, _CheckedField(field, params)
     for k in range(num):
@@ -158,7 +163,10 @@ def solve(
             states.append(x)
         if log_probs is not None:
             log_probs.append(_gaussian_log_prob(x, out.mean, out.std))
-    check_finite(x, "solution", hint="the field produced NaN/inf; check the model and the grid")
+    if not bool(torch.isfinite(x).all()):
+        if not bool(x_finite):
+            check_finite(x0, "x (the initial state)")
+        check_finite(x, "solution", hint="the field produced NaN/inf; check the model and the grid")
     steps, rejected = solver.finish(state, num)
     return Solution(
         x,
