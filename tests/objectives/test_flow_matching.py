@@ -419,3 +419,8 @@ def test_the_trainer_calls_the_unchecked_core(monkeypatch):
     Trainer(MLP(2, hidden=8, depth=1, time_dim=8), FlowMatchingObjective(), data, cfg).fit()
     with pytest.raises(AssertionError, match="per-step input check"):
         FlowMatchingObjective()(_zero, torch.zeros(2, 2), generator=_gen())
+
+
+def test_float_labels_are_refused():
+    with pytest.raises(TypeError, match=r"cond labels must be an integer tensor .*float32"):
+        FlowMatchingObjective()(_zero, torch.zeros(4, 2), cond=torch.zeros(4), generator=_gen())

@@ -199,6 +199,11 @@ class FlowMatchingObjective:
             check_same_batch(x0, x1)
         if t is not None:
             _check_t(t, x1)
+        labels = cond if isinstance(cond, Tensor) else getattr(cond, "labels", None)
+        if isinstance(labels, Tensor) and (labels.is_floating_point() or labels.is_complex()):
+            raise TypeError(
+                f"cond labels must be an integer tensor (class ids), got {labels.dtype}"
+            )
         _check_finite_inputs(x1, x0, t)
         return self.compute(
             model, x1, x0=x0, x0_paired=x0_paired, cond=cond, t=t, generator=generator
