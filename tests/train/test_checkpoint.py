@@ -359,3 +359,18 @@ def test_disk_full_names_the_file_it_could_not_write(tmp_path, monkeypatch):
         io.atomic_write_text(tmp_path / "config.json", "{}")
     assert not (tmp_path / "config.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]  # no temporaries left
+
+
+def test_a_file_where_a_directory_should_be_and_the_reverse(tmp_path):
+    (tmp_path / "checkpoints").write_text("x")
+    with pytest.raises(CheckpointError, match=r"checkpoints is not a directory"):
+        list_checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match=r"checkpoints is not a directory"):
+        latest_checkpoint(tmp_path)
+    model, opt = _setup()
+    run = tmp_path / "run"
+    _save(run, 1, model, opt)
+    (run / "checkpoints" / "latest").unlink()
+    (run / "checkpoints" / "latest").mkdir()
+    with pytest.raises(CheckpointError, match=r"latest is not a file"):
+        latest_checkpoint(run)

@@ -323,9 +323,20 @@ def _remove_stale_temporaries(root: Path) -> None:
                 child.unlink(missing_ok=True)
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first (temporaries are skipped)."""
+def _checkpoint_root(run_dir: str | Path) -> Path:
     root = Path(run_dir) / CHECKPOINT_DIR
+    if root.exists() and not root.is_dir():
+        raise CheckpointError(f"{root} is not a directory: it should hold the run's checkpoints")
+    return root
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first (temporaries are skipped).
+
+    Raises:
+        CheckpointError: ``RUN_DIR/checkpoints`` exists but is not a directory.
+    """
+    root = _checkpoint_root(run_dir)
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME_RE.match(p.name))]
@@ -340,10 +351,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     complete, through an atomic rename.
 
     Raises:
-        CheckpointError: ``latest`` names a checkpoint directory that does not exist.
+        CheckpointError: ``latest`` names a checkpoint directory that does not exist, or is
+            not a file; ``checkpoints`` is not a directory.
     """
-    root = Path(run_dir) / CHECKPOINT_DIR
+    root = _checkpoint_root(run_dir)
     pointer = root / LATEST
+    if pointer.exists() and not pointer.is_file():
+        raise CheckpointError(f"{pointer} is not a file: it should name the latest checkpoint")
     if pointer.is_file():
         name = pointer.read_text().strip()
         path = root / name
