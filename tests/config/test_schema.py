@@ -149,3 +149,10 @@ def test_non_utf8_toml_names_the_file(tmp_path):
     p.write_bytes("[train]\n# caf\xe9\nsteps = 3\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"config file '.*latin1.toml' is not UTF-8 text"):
         load_toml(p)
+
+
+def test_a_directory_as_config_file_and_an_empty_data_name(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a TOML file"):
+        load_toml(tmp_path)
+    with pytest.raises(ConfigError, match=r"data.name must name a built-in data set or a path"):
+        from_dict(RunConfig, {"data": {"name": " "}})

@@ -64,6 +64,11 @@ class DataConfig(Options):
     )
     label_column: str | None = option(None, doc="CSV only: the column holding class labels")
 
+    def validate(self) -> None:
+        """A data set has a name (an empty path would mean the working directory)."""
+        if not self.name.strip():
+            raise OptionError("name", "must name a built-in data set or a path, got ''")
+
 
 def _default_sampler() -> SamplerConfig:
     return SAMPLERS.config("midpoint", nfe=16)  # type: ignore[return-value]
@@ -357,6 +362,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         ConfigError: the file is missing, not UTF-8 or not valid TOML.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError("", f"config file {str(p)!r} is a directory, not a TOML file")
     if not p.is_file():
         raise ConfigError("", f"config file {str(p)!r} does not exist")
     try:
