@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowmatch.api.config import read_run_info, stored_config
+from flowmatch.api.config import data_fingerprint, read_run_info, stored_config
 from flowmatch.config.build import build_modules, build_parts, build_step
 from flowmatch.config.schema import RunConfig, SampleConfig
 from flowmatch.data.batch import ArrayDataset, Standardizer
@@ -99,7 +99,13 @@ class Run:
 
 
 def data_info(ds: ArrayDataset) -> dict[str, Any]:
-    """The description of a training set stored in ``config.json`` (what loading needs)."""
+    """The description of a training set stored in ``config.json`` (what loading needs).
+
+    Includes ``fingerprint`` (:func:`~flowmatch.api.config.data_fingerprint`: shape, dtype,
+    sha256 of the data, labels and standardiser), checked when the run is resumed or
+    evaluated, and ``given``: the data path as the user typed it (the config stores it
+    absolute).
+    """
     std = ds.standardizer or Standardizer.identity(ds.sample_shape)
     info = {
         "name": ds.name,
@@ -109,7 +115,10 @@ def data_info(ds: ArrayDataset) -> dict[str, Any]:
         "num_classes": ds.num_classes,
         "labelled": ds.labels is not None,
         "standardizer": std.to_dict(),
+        "fingerprint": data_fingerprint(ds),
     }
+    if "given" in ds.meta:
+        info["given"] = ds.meta["given"]
     if "class_names" in ds.meta:
         info["class_names"] = list(ds.meta["class_names"])
     return info
@@ -168,11 +177,14 @@ def load_run(
 
     Raises:
         FileNotFoundError: no ``config.json`` or no checkpoint (the message names the path).
-        CheckpointError: a checkpoint file is corrupt (size/sha256 mismatch, bad header).
-        ValueError: the checkpoint does not fit the run's modules.
+        CheckpointError: a checkpoint file is corrupt (size/sha256 mismatch, bad header),
+            edited (its step or checksum), or belongs to another run (its ``run_id`` is not
+            the one in ``config.json``).
+        ValueError: ``config.json`` is malformed, or the checkpoint does not fit the run's
+            modules (one line naming the run and the cause).
     """
     info = read_run_info(run_dir)
-    cfg = stored_config(info)
+    cfg = stored_config(info, where=str(Path(run_dir) / "config.json"))
     cond, shape = run_cond(info), tuple(info["data"]["sample_shape"])
     modules = build_modules(cfg, shape, cond)
     if checkpoint is None and latest_checkpoint(run_dir) is None:
@@ -180,7 +192,9 @@ def load_run(
             f"run {str(run_dir)!r} has no checkpoint yet: training failed or was stopped "
             f"before the first one (train.checkpoint_every = {cfg.train.checkpoint_every})"
         )
-    ckpt = load_checkpoint(checkpoint if checkpoint is not None else run_dir)
+    ckpt = load_checkpoint(
+        checkpoint if checkpoint is not None else run_dir, run_id=info.get("run_id")
+    )
     ema = cfg.sample.use_ema if use_ema is None else use_ema
     weights = ckpt.emas if ema and ckpt.emas is not None else ckpt.modules
     for name, module in modules.items():
@@ -188,7 +202,7 @@ def load_run(
             raise ValueError(f"checkpoint {ckpt.path} has no weights for module {name!r}")
         try:
             module.load_state_dict(weights[name])
-        except RuntimeError as err:
+        except (RuntimeError, KeyError) as err:
             detail = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
             raise ValueError(
                 f"checkpoint {ckpt.path} does not fit run {str(run_dir)!r} (another "
