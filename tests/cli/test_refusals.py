@@ -328,9 +328,9 @@ def test_conflicting_sample_and_eval_arguments(runs, capsys, tmp_path):
             "--solver has 'dopri5', which is not a fixed-step ODE sampler", capsys)  # fmt: skip
 
 
-def test_a_partly_usable_eval_request_says_what_it_skips(runs, capsys):
+def test_a_partly_usable_eval_request_says_what_it_skips(runs, capsys, tmp_path):
     argv = ["eval", str(runs / "a"), "--solver", "midpoint", "--nfe", "1,2", "--no-reference",
-            "--num-samples", "100000", "--out", "/dev/null"]  # fmt: skip
+            "--num-samples", "100000", "--out", str(tmp_path / "e.json")]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "note: midpoint skips --nfe 1 (not a multiple of its 2 evaluations per step)" in err
@@ -410,3 +410,47 @@ def test_a_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
     argv = ["train", "--steps", "5", "--out", str(out), "--quiet", *TINY]
     refused(argv, f"[Errno 28] could not write {out}/config.json: No space left on device", capsys)
     assert [p.name for p in out.iterdir()] == []  # nothing half-written, no lock left
+
+
+@pytest.mark.parametrize("command", ["sample", "resume"])
+def test_a_config_json_without_run_id_in_front_of_newer_checkpoints(run, capsys, tmp_path, command):
+    info = json.loads((run / "config.json").read_text())
+    del info["run_id"]
+    (run / "config.json").write_text(json.dumps(info))
+    argv = (
+        ["sample", str(run), "--out", str(tmp_path / "s.npz")]
+        if command == "sample"
+        else ["train", "--resume", str(run), "--steps", "30"]
+    )
+    refused(argv, "has no run id but checkpoint", capsys, unchanged=run)
+
+
+def test_outputs_never_replace_run_files(run, capsys, tmp_path):
+    refused(
+        ["eval", str(run), "--out", str(run / "metrics.jsonl")], "must end in .json", capsys, run
+    )
+    refused(
+        ["eval", str(run), "--out", str(run / "config.json")],
+        "would overwrite a file of run",
+        capsys,
+        run,
+    )
+    refused(["eval", str(run), "--out", str(tmp_path / "e.png")], "must end in .json", capsys)
+    inside = str(run / "checkpoints" / "step_0000020" / "model.npz")
+    refused(["sample", str(run), "--out", inside], "would overwrite a file of run", capsys, run)
+
+
+def test_sample_outputs_are_written_atomically(runs, tmp_path, monkeypatch, capsys):
+    from flowmatch import viz
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "s.png"
+    out.write_bytes(b"old picture")
+    monkeypatch.setattr(viz, "save_samples_png", crash)
+    refused(
+        ["sample", str(runs / "a"), "--out", str(out)], f"could not write {out}: No space", capsys
+    )
+    assert out.read_bytes() == b"old picture"  # the previous file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "s.png"]  # no temporaries

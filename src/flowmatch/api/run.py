@@ -18,7 +18,7 @@ from flowmatch.data.batch import ArrayDataset, Standardizer
 from flowmatch.interfaces import CondSpec
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
-from flowmatch.train.checkpoint import latest_checkpoint, load_checkpoint
+from flowmatch.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from flowmatch.utils.tensor import step_generator
 
 #: Source noise is drawn in chunks of this many samples, each from its own generator.
@@ -195,6 +195,11 @@ def load_run(
     ckpt = load_checkpoint(
         checkpoint if checkpoint is not None else run_dir, run_id=info.get("run_id")
     )
+    if info.get("run_id") is None and ckpt.run_id is not None:
+        raise CheckpointError(
+            f"{Path(run_dir) / 'config.json'} has no run id but checkpoint {ckpt.path} belongs "
+            f"to run {ckpt.run_id}: the config was replaced (flowmatch writes the id into both)"
+        )
     ema = cfg.sample.use_ema if use_ema is None else use_ema
     weights = ckpt.emas if ema and ckpt.emas is not None else ckpt.modules
     for name, module in modules.items():

@@ -65,7 +65,8 @@ def _refuse_existing(out: Path) -> None:
     if found:
         raise ValueError(
             f"{str(out)!r} already holds a run ({', '.join(found)}): continue it with "
-            f"--resume {out}, replace it with --overwrite, or choose another --out"
+            f"--resume {out} (resume=True), replace it with --overwrite (overwrite=True), or "
+            "choose another --out"
         )
 
 
@@ -89,6 +90,26 @@ def _remove_stale_temporaries(out: Path) -> None:
             if path.name.startswith(TMP_PREFIX) and path.is_file():
                 logger.info("removing %s, left by an interrupted write", path)
                 path.unlink(missing_ok=True)
+
+
+def _check_config_run_id(info: dict[str, Any], out: Path) -> None:
+    """A ``config.json`` without a run id (an older flowmatch) must not front newer checkpoints."""
+    if info.get("run_id") is not None:
+        return
+    from flowmatch.train.checkpoint import STATE_FILE, CheckpointError, latest_checkpoint
+
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return
+    try:
+        theirs = json.loads((latest / STATE_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return  # reported by the checkpoint's own checks
+    if theirs is not None:
+        raise CheckpointError(
+            f"{out / 'config.json'} has no run id but checkpoint {latest} belongs to run "
+            f"{theirs}: the config was replaced (flowmatch writes the id into both)"
+        )
 
 
 def train_run(
@@ -155,6 +176,7 @@ def train_run(
         eval_fn = periodic_eval(cfg, {"data": data}, test_ds, out)
     if resume:
         info = read_run_info(out)
+        _check_config_run_id(info, out)
         check_same_data(info, train_ds, out)
         if "given" in info["data"]:  # the data path as first typed survives the rewrite
             data.setdefault("given", info["data"]["given"])

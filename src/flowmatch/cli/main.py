@@ -9,13 +9,15 @@ too (no usage dump). An unexpected internal error exits with status 1, also in o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +363,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a directory; give a .npz or .png file name")
+    _refuse_run_files(out, args.run_dir)
+    _refuse_run_files(out.with_suffix(".npz"), args.run_dir)
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
     kind = args.solver or run.sample.solver.kind
     if args.nfe is not None and SAMPLERS[kind].adaptive:
@@ -390,13 +394,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if res.labels is not None:
         arrays["labels"] = res.labels.numpy()
     npz = out.with_suffix(".npz")
-    try:
-        with open(npz, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-    except OSError as err:
-        from flowmatch.utils.io import write_error
-
-        raise write_error(npz, err) from None
+    with _atomic_output(npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
@@ -412,11 +411,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
             )
             if x
         )
-        save_samples_png(res.samples, out, labels=res.labels, title=title)
+        with _atomic_output(out) as tmp:
+            save_samples_png(res.samples, tmp, labels=res.labels, title=title)
         print(f"wrote {out} and {npz} ({args.num_samples} samples, NFE {res.nfe})")
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write ``path`` into, renamed onto it when the block succeeds."""
+    from flowmatch.utils.io import TMP_PREFIX, write_error
+
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _refuse_run_files(out: Path, run_dir: str) -> None:
+    """An output must not replace what the run is made of (config, metrics, checkpoints)."""
+    run = Path(run_dir).resolve()
+    target = out.resolve()
+    protected = [run / "config.json", run / "metrics.jsonl", run / ".lock"]
+    if target in protected or run / "checkpoints" in target.parents:
+        raise ValueError(f"--out {str(out)!r} would overwrite a file of run {run_dir!r}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -426,8 +450,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from flowmatch.utils.io import atomic_write_text
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
+    if out.suffix != ".json":
+        raise ValueError(
+            f"--out must end in .json (the plot is written beside it as .png), got {str(out)!r}"
+        )
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a directory; give a .json file name")
+    _refuse_run_files(out, args.run_dir)
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
     _check_metric_names(args.metrics)
     train_ds, test_ds = api.load_run_data(run.config, run.info, args.run_dir)

@@ -75,14 +75,19 @@ def print_info(run_dir: Path) -> None:
     one error. A torn last metrics line (what a crash leaves) is reported, not an error.
     """
     from flowmatch import api
-    from flowmatch.train.checkpoint import list_checkpoints, load_checkpoint
+    from flowmatch.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
     from flowmatch.train.records import read_metrics
 
     info = api.read_run_info(run_dir)
     cfg, data = api.stored_config(info, where=str(run_dir / "config.json")), info["data"]
     paths = list_checkpoints(run_dir)
-    for path in paths:  # every checkpoint verifies (sizes, sha256, step, run id)
-        load_checkpoint(path, run_id=info.get("run_id"))
+    for path in list(paths):  # every checkpoint verifies (sizes, sha256, step, run id)
+        try:
+            load_checkpoint(path, run_id=info.get("run_id"))
+        except (FileNotFoundError, CheckpointError):
+            if path.exists():
+                raise
+            paths.remove(path)  # rotated out by a run training right now: not an error
     log = read_metrics(run_dir / "metrics.jsonl")
     run = api.load_run(run_dir) if paths else None
     lines = [
