@@ -380,7 +380,7 @@ def test_none_unsets_optional_keys_from_the_cli_and_toml(key, tmp_path, capsys):
          "argument --grid-values: the times must hold finite floats"),
         (["sample", "RUN", "--grid-values", "0,0.5", "--out", "OUT"],
          "argument --grid-values: the times must include both endpoints 0 and 1"),
-        (["sample", "RUN", "--seed", "-1", "--out", "OUT"], "argument --seed: expected an integer in"),
+        (["sample", "RUN", "--seed", "-1", "--out", "OUT"], "argument --seed: expected an integer >= 0, got -1"),
         (["eval", "RUN", "--num-samples", "1"],
          "argument --num-samples: expected an integer >= 2 (a distance between sample sets"),
         (["eval", "RUN", "--nfe", ""], "argument --nfe: NFE values must be integers >= 1"),

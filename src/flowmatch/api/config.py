@@ -124,7 +124,7 @@ def check_with_data(cfg: RunConfig, train_ds: ArrayDataset) -> None:
     if cfg.sample.guidance != 1.0 and not cond.conditional:
         raise ConfigError(
             "sample.guidance",
-            f"= {cfg.sample.guidance} needs a conditional model (data with labels); use 1.0",
+            f"={cfg.sample.guidance} needs a conditional model (data with labels); use 1.0",
         )
     try:  # shape and conditioning checks of the model builder, on the meta device (no memory)
         import torch

@@ -19,6 +19,7 @@ from flowmatch.interfaces import CondSpec
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
 from flowmatch.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.tensor import step_generator
 
 #: Source noise is drawn in chunks of this many samples, each from its own generator.
@@ -88,7 +89,11 @@ class Run:
 
         Drawn in fixed chunks of :data:`NOISE_CHUNK` samples, each from its own generator,
         so a sample does not change with the batch size or the number of samples requested.
+
+        Raises:
+            TypeError, ValueError: ``num_samples`` is not an int ``>= 1``.
         """
+        check_positive_int(num_samples, "num_samples")
         chunks = [
             self.source.sample(
                 (NOISE_CHUNK, *self.sample_shape), step_generator(seed, _NOISE_STREAM, k)
@@ -180,9 +185,18 @@ def load_run(
         CheckpointError: a checkpoint file is corrupt (size/sha256 mismatch, bad header),
             edited (its step or checksum), or belongs to another run (its ``run_id`` is not
             the one in ``config.json``).
-        ValueError: ``config.json`` is malformed, or the checkpoint does not fit the run's
-            modules (one line naming the run and the cause).
+        ValueError: ``config.json`` is malformed, the checkpoint does not fit the run's
+            modules (one line naming the run and the cause), or ``device`` is not a device.
+        TypeError: ``use_ema`` is not a bool or ``None``.
     """
+    if use_ema is not None and not isinstance(use_ema, bool):
+        raise TypeError(f"use_ema must be True, False or None, got {use_ema!r}")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device {device!r} is not a valid torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {err}"
+        ) from None
     info = read_run_info(run_dir)
     cfg = stored_config(info, where=str(Path(run_dir) / "config.json"))
     cond, shape = run_cond(info), tuple(info["data"]["sample_shape"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -135,11 +136,15 @@ def _grid_config(run: Run, grid: str | GridConfig | None, options: dict[str, Any
 
 def guided_field(run: Run, guidance: float) -> Any:
     """``run.field`` with classifier-free guidance at ``guidance`` (1: the field itself)."""
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float):
+        raise OptionError("guidance", f"must be a number, got {guidance!r}")
+    if not math.isfinite(guidance):
+        raise OptionError("guidance", f"must be a finite number, got {guidance!r}")
     if guidance == 1.0:
         return run.field
     if run.num_classes is None:
         raise OptionError(
-            "guidance", f"= {guidance} needs a conditional model (trained with labels)"
+            "guidance", f"={guidance} needs a conditional model (trained with labels)"
         )
     return ClassifierFreeGuidance(run.field, guidance, null_label=run.num_classes)
 
@@ -148,7 +153,7 @@ def sample_labels(run: Run, num_samples: int, label: int | None) -> Tensor | Non
     """Labels for ``num_samples`` samples: all ``label``, or cycling through the classes."""
     if run.num_classes is None:
         if label is not None:
-            raise OptionError("label", f"= {label} given but the model is unconditional")
+            raise OptionError("label", f"={label} given but the model is unconditional")
         return None
     if label is not None:
         ok = isinstance(label, int) and not isinstance(label, bool)
@@ -200,6 +205,7 @@ def generate(
     """
     check_positive_int(num_samples, "num_samples")
     check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
     sampler, t_grid, config = sampling_plan(
         run, solver, nfe=nfe, grid=grid, solver_options=solver_options, grid_options=grid_options
     )

@@ -287,6 +287,8 @@ def _check_t(t: Any, x1: Tensor) -> None:
         raise ValueError(f"t must have shape (B,) = ({x1.shape[0]},), got {tuple(t.shape)}")
     if t.device != x1.device:
         raise ValueError(f"t must be on x1's device {x1.device}, got {t.device}")
+    if t.dtype != x1.dtype:  # x_t would silently take the wider dtype
+        raise TypeError(f"t must have x1's dtype {x1.dtype}, got {t.dtype}")
 
 
 def _check_finite_inputs(x1: Tensor, x0: Tensor | None, t: Tensor | None) -> None:
