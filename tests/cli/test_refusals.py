@@ -454,3 +454,12 @@ def test_sample_outputs_are_written_atomically(runs, tmp_path, monkeypatch, caps
     )
     assert out.read_bytes() == b"old picture"  # the previous file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "s.png"]  # no temporaries
+
+
+def test_an_overwrite_killed_half_way_is_cleaned_up_by_the_next_one(run, capsys):
+    # What a kill inside --overwrite leaves: the old checkpoints renamed away, not yet deleted.
+    (run / "checkpoints").rename(run / ".tmp-old-checkpoints-dead")
+    (run / ".tmp-config.json-dead").write_text("{")
+    argv = ["train", "--out", str(run), "--quiet", "--steps", "10", "--overwrite", *TINY]
+    assert main(argv) == 0
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp-")]

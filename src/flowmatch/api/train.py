@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,8 +88,12 @@ def _remove_stale_temporaries(out: Path) -> None:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if path.name.startswith(TMP_PREFIX) and path.is_file():
-                logger.info("removing %s, left by an interrupted write", path)
+            if not path.name.startswith(TMP_PREFIX):
+                continue
+            logger.info("removing %s, left by an interrupted write", path)
+            if path.is_dir() and not path.is_symlink():  # e.g. an interrupted --overwrite
+                shutil.rmtree(path, ignore_errors=True)
+            else:
                 path.unlink(missing_ok=True)
 
 
