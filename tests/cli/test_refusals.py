@@ -463,3 +463,12 @@ def test_an_overwrite_killed_half_way_is_cleaned_up_by_the_next_one(run, capsys)
     argv = ["train", "--out", str(run), "--quiet", "--steps", "10", "--overwrite", *TINY]
     assert main(argv) == 0
     assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_half_deleted_older_checkpoint_is_named_with_its_likely_cause(run, capsys):
+    (run / "checkpoints" / "step_0000010" / "model.safetensors").unlink()
+    line = refused(["info", str(run)], "step_0000010/model.safetensors is missing", capsys, run)
+    assert "older than the latest checkpoint step_0000020" in line
+    # Sampling and resuming use the latest checkpoint, which is complete.
+    assert main(["train", "--resume", str(run), "--steps", "30", "--quiet"]) == 0
+    assert not (run / "checkpoints" / "step_0000010").exists()  # rotated out as usual

@@ -75,19 +75,32 @@ def print_info(run_dir: Path) -> None:
     one error. A torn last metrics line (what a crash leaves) is reported, not an error.
     """
     from flowmatch import api
-    from flowmatch.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from flowmatch.train.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        list_checkpoints,
+        load_checkpoint,
+    )
     from flowmatch.train.records import read_metrics
 
     info = api.read_run_info(run_dir)
     cfg, data = api.stored_config(info, where=str(run_dir / "config.json")), info["data"]
     paths = list_checkpoints(run_dir)
+    latest = latest_checkpoint(run_dir)
     for path in list(paths):  # every checkpoint verifies (sizes, sha256, step, run id)
         try:
             load_checkpoint(path, run_id=info.get("run_id"))
-        except (FileNotFoundError, CheckpointError):
-            if path.exists():
+        except (FileNotFoundError, CheckpointError) as err:
+            if not path.exists():
+                paths.remove(path)  # rotated out by a run training right now: not an error
+                continue
+            if latest is None or path == latest or not isinstance(err, FileNotFoundError):
                 raise
-            paths.remove(path)  # rotated out by a run training right now: not an error
+            # Older flowmatch versions deleted old checkpoints in place: a kill left them half.
+            raise FileNotFoundError(
+                f"{err}; {path.name} is older than the latest checkpoint {latest.name}: if an "
+                "interrupted clean-up of an older flowmatch left it half-deleted, delete it"
+            ) from None
     log = read_metrics(run_dir / "metrics.jsonl")
     run = api.load_run(run_dir) if paths else None
     lines = [
