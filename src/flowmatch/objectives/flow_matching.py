@@ -209,12 +209,6 @@ class FlowMatchingObjective:
             model, x1, x0=x0, x0_paired=x0_paired, cond=cond, t=t, generator=generator
         )
 
-    def check_model(self, model: Any) -> None:
-        """Raise ``TypeError`` if ``model`` cannot be called as ``model(x, t, cond)``."""
-        err = signature_error(model, ("x", "t", "cond"), "model")
-        if err is not None:
-            raise err
-
     def compute(
         self,
         model: VelocityField | nn.Module,
