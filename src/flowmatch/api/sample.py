@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -142,6 +143,10 @@ def guided_field(run: Run, guidance: float) -> Any:
     The null branch is the null condition of each kind the run takes: labels ->
     ``run.num_classes``, values/context -> ``drop = True``.
     """
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float):
+        raise OptionError("guidance", f"must be a number, got {guidance!r}")
+    if not math.isfinite(guidance):
+        raise OptionError("guidance", f"must be a finite number, got {guidance!r}")
     if guidance == 1.0:
         return run.field
     if not run.cond.conditional:
@@ -290,6 +295,7 @@ def generate(
     """
     check_positive_int(num_samples, "num_samples")
     check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
     sampler, t_grid, config = sampling_plan(
         run, solver, nfe=nfe, grid=grid, solver_options=solver_options, grid_options=grid_options
     )
