@@ -137,20 +137,46 @@ def test_distill_resumes_and_reuses_its_pairs(teacher, tmp_path, capsys):
     base = ["distill", str(teacher), "--method", "reflow", "--out", str(out), "--quiet"]
     assert main([*base, "--steps", "10", *sets]) == 0
     assert "making 300 teacher pairs" in capsys.readouterr().out
+    run_id = json.loads((out / "config.json").read_text())["run_id"]
     assert main([*base, "--steps", "10", *sets]) == 2  # refuses to overwrite
-    assert "--resume" in capsys.readouterr().err
+    assert "already holds a run" in capsys.readouterr().err
     assert main([*base, "--steps", "20", "--resume"]) == 0
     assert "making" not in capsys.readouterr().out  # pairs reused
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 20
+    assert json.loads((out / "config.json").read_text())["run_id"] == run_id
+    assert main([*base, "--steps", "20", "--resume"]) == 0  # nothing left to do
+    assert "nothing to do" in capsys.readouterr().out
+    assert main([*base, "--steps", "10", "--overwrite", *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "making" not in printed  # the same pairs, kept by --overwrite
+    assert json.loads((out / "config.json").read_text())["run_id"] != run_id
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 10
 
 
 def test_distill_refuses_bad_methods_and_objectives(teacher, tmp_path, capsys):
     args = ["distill", str(teacher), "--out", str(tmp_path / "x"), "--quiet"]
     assert main([*args, "--method", "flowmap", "--set", "objective.kind=reflow"]) == 2
     assert "not a flowmap objective" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([*args, "--method", "nope"])
+    assert main([*args, "--method", "nope"]) == 2
+    assert "argument --method: invalid choice: 'nope'" in capsys.readouterr().err
+    assert main([*args, "--method", "reflow", "--resume", "--set", "train.lr=1e-3"]) == 2
+    assert "--resume continues a distillation" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_distill_refuses_methods_that_would_drop_value_conditions(tmp_path, capsys):
+    teacher = tmp_path / "angle"
+    args = ["train", "--data", "8gaussians_angle", "--steps", "2", "--out", str(teacher)]
+    assert main([*args, "--quiet", *TINY]) == 0
+    for method in ("reflow", "boss", "freeflow"):
+        out = tmp_path / method
+        argv = ["distill", str(teacher), "--method", method, "--out", str(out), "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--method {method} draws the teacher's conditions itself, labels only" in err
+        assert "conditioned on ['values']" in err and not out.exists()
 
 
 @pytest.mark.parametrize("kind", ["meanflow", "splitmeanflow"])

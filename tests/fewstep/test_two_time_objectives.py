@@ -195,6 +195,16 @@ def test_bad_options_are_refused():
         MeanFlowStep(guidance=3.0)
     with pytest.raises(ValueError, match="guidance_interval"):
         OBJECTIVES.config("meanflow", guidance_interval=(0.5, 0.2))
+    # CFG folded into the target swaps labels only: runs on values/context are refused.
+    for cond, kinds in ((CondSpec(), "no conditions"), (CondSpec(values_dim=1), r"\['values'\]")):
+        parts = TrainingParts(
+            AffinePath(), IndependentCoupling(), UniformTime(), GaussianSource(), "velocity", cond
+        )
+        with pytest.raises(
+            ValueError,
+            match=rf"guidance=2.0 needs a run conditioned on labels only \(this one has {kinds}\)",
+        ):
+            OBJECTIVES.build(OBJECTIVES.config("meanflow", guidance=2.0), parts=parts)
 
 
 class _Compiled(torch.nn.Module):

@@ -17,7 +17,10 @@ source, path and sampling defaults), :mod:`~flowmatch.api.sample` and
 from flowmatch.api.config import (
     DATA_SEED,
     Resolved,
+    check_same_data,
+    data_fingerprint,
     load_data,
+    load_run_data,
     read_run_info,
     resolve_config,
     resume_config,
@@ -25,7 +28,13 @@ from flowmatch.api.config import (
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
-from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
+from flowmatch.api.sample import (
+    SampleResult,
+    generate,
+    guided_field,
+    sample_condition,
+    sampling_plan,
+)
 from flowmatch.api.train import prepare_dataset, train_run
 
 __all__ = [
@@ -36,6 +45,8 @@ __all__ = [
     "SampleResult",
     "Scorer",
     "assemble_run",
+    "check_same_data",
+    "data_fingerprint",
     "data_info",
     "evaluate",
     "flow_metrics",
@@ -43,10 +54,12 @@ __all__ = [
     "guided_field",
     "load_data",
     "load_run",
+    "load_run_data",
     "prepare_dataset",
     "read_run_info",
     "resolve_config",
     "resume_config",
+    "sample_condition",
     "sampling_plan",
     "stored_config",
     "train_run",

@@ -29,6 +29,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -38,11 +39,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowmatch.api.config import fill_missing, load_data, objective_run_defaults, read_run_info
-from flowmatch.api.config import stored_config as _stored_config
+from flowmatch.api.config import (
+    fill_missing,
+    load_data,
+    load_run_data,
+    objective_run_defaults,
+    read_run_info,
+    resume_config,
+)
 from flowmatch.api.run import Run, data_info, load_run
 from flowmatch.api.sample import field_kind, guided_field
-from flowmatch.api.train import prepare_dataset, write_snapshot
+from flowmatch.api.train import (
+    check_config_run_id,
+    clear_run,
+    prepare_dataset,
+    refuse_existing_run,
+    remove_stale_temporaries,
+    write_snapshot,
+)
 from flowmatch.config.build import build_model, build_modules, build_parts, build_step, cond_spec
 from flowmatch.config.schema import (
     ConfigError,
@@ -58,8 +72,9 @@ from flowmatch.fewstep.reflow import make_pairs
 from flowmatch.fewstep.store import ChunkStore, StoreBatches, WithStep
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig
 from flowmatch.times.grids import GRIDS, make_grid
-from flowmatch.train.checkpoint import list_checkpoints, module_file
+from flowmatch.train.checkpoint import discard_dir, module_file
 from flowmatch.train.distributed import process_rank
+from flowmatch.train.lock import RunLock, check_unlocked
 from flowmatch.utils.io import atomic_write_text
 from flowmatch.utils.options import OptionError
 from flowmatch.utils.tensor import mix_seed, step_generator
@@ -83,6 +98,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "boss": ("boss",),
 }
 _PAIR_STREAM, _GRID_STREAM, _PRIOR_STREAM = 0x9A1, 0xB05, 0xF4EE
+#: Methods that make their own inputs from noise (and label them), not from the teacher's data.
+_DRAWS_CONDITIONS = ("reflow", "boss", "freeflow")
 
 
 class TeacherField(nn.Module):
@@ -241,12 +258,31 @@ def _batches(ds: ArrayDataset, cfg: RunConfig) -> BatchSchedule:
 Prepared = tuple[RunConfig, Any, dict[str, nn.Module]]
 
 
-def _prepare_reflow(cfg: RunConfig, teacher: Teacher, out: Path, log: Any) -> Prepared:
+def _open_store(root: Path, *, replace_other: bool, **settings: Any) -> ChunkStore:
+    """The teacher-sample store at ``root``; ``replace_other``: one of other settings is deleted.
+
+    Without ``replace_other`` a store made with other settings is an error (``ChunkStore``).
+    """
+    try:
+        return ChunkStore(root, **settings)
+    except ValueError:
+        if not replace_other or not root.is_dir():
+            raise
+        logger.info("--overwrite: removing %s (made with other settings)", root)
+        discard_dir(root)
+        return ChunkStore(root, **settings)
+
+
+def _prepare_reflow(
+    cfg: RunConfig, teacher: Teacher, out: Path, log: Any, overwrite: bool
+) -> Prepared:
     """Teacher pairs on disk (made once, resumable) and batches of them."""
     run, obj = teacher.run, _objective(cfg)
     sampler, grid, solver = _teacher_sampler(obj)
     meta = {"teacher": teacher.record["sha256"], "solver": solver, "guidance": obj.teacher_guidance}
-    store = ChunkStore(out / "pairs", num=obj.num_pairs, chunk=obj.chunk, meta=meta)
+    store = _open_store(
+        out / "pairs", replace_other=overwrite, num=obj.num_pairs, chunk=obj.chunk, meta=meta
+    )
     rank, _ = _rank_world()
     if rank == 0 and not store.complete:
         log(f"making {obj.num_pairs} teacher pairs with {solver['kind']} in {out / 'pairs'}")
@@ -261,7 +297,9 @@ def _prepare_reflow(cfg: RunConfig, teacher: Teacher, out: Path, log: Any) -> Pr
     return cfg, source, {}
 
 
-def _prepare_boss(cfg: RunConfig, teacher: Teacher, out: Path, log: Any) -> Prepared:
+def _prepare_boss(
+    cfg: RunConfig, teacher: Teacher, out: Path, log: Any, overwrite: bool
+) -> Prepared:
     """The BOSS grid, the teacher's trajectories at its nodes, batches of their segments."""
     run, obj = teacher.run, _objective(cfg)
     field = TeacherField(run, obj.teacher_guidance)
@@ -275,7 +313,13 @@ def _prepare_boss(cfg: RunConfig, teacher: Teacher, out: Path, log: Any) -> Prep
     sample = replace(cfg.sample, solver=SAMPLERS.config("euler", nfe=k), grid=grid_cfg)
     cfg = replace(cfg, sample=sample, eval=replace(cfg.eval, nfe=(k,), solvers=("euler",)))
     meta = {"teacher": teacher.record["sha256"], "grid": grid.tolist(), "fine": obj.fine_steps}
-    store = ChunkStore(out / "trajectories", num=obj.num_trajectories, chunk=obj.chunk, meta=meta)
+    store = _open_store(
+        out / "trajectories",
+        replace_other=overwrite,
+        num=obj.num_trajectories,
+        chunk=obj.chunk,
+        meta=meta,
+    )
     rank, _ = _rank_world()
     if rank == 0 and not store.complete:
         log(f"making {obj.num_trajectories} teacher trajectories in {out / 'trajectories'}")
@@ -304,13 +348,19 @@ def _objective(cfg: RunConfig) -> Any:
 
 
 def _prepare(
-    method: str, cfg: RunConfig, teacher: Teacher, out: Path, train_ds: ArrayDataset, log: Any
+    method: str,
+    cfg: RunConfig,
+    teacher: Teacher,
+    out: Path,
+    train_ds: ArrayDataset,
+    log: Any,
+    overwrite: bool = False,
 ) -> Prepared:
     """What the method trains on, its config after preparation (BOSS's grid), extra modules."""
     if method == "reflow":
-        return _prepare_reflow(cfg, teacher, out, log)
+        return _prepare_reflow(cfg, teacher, out, log, overwrite)
     if method == "boss":
-        return _prepare_boss(cfg, teacher, out, log)
+        return _prepare_boss(cfg, teacher, out, log, overwrite)
     if method == "freeflow":
         return _prepare_freeflow(cfg, teacher, train_ds)
     if method == "scm":  # the warm-up reads the step index off the batch
@@ -327,9 +377,15 @@ def distill(
     steps: int | None = None,
     callbacks: Sequence[Any] = (),
     resume: bool = False,
+    overwrite: bool = False,
     log: Callable[[str], None] = logger.info,
 ) -> Any:
     """Distil the teacher run at ``teacher_dir`` into a student run at ``out_dir``.
+
+    The student's directory is guarded as :func:`~flowmatch.api.train.train_run` guards a
+    run's: one writer (its lock), an existing run refused unless ``resume`` or ``overwrite``,
+    on resume the stored run id, checkpoints and data fingerprint checked before anything is
+    written, and a run id in ``config.json`` and every checkpoint.
 
     Args:
         teacher_dir: a trained velocity-field run (``flowmatch train``).
@@ -341,71 +397,121 @@ def distill(
         callbacks: trainer callbacks (the CLI's progress bar).
         resume: continue an interrupted distillation in ``out_dir`` (same teacher required);
             teacher pairs/trajectories already on disk are always reused.
+        overwrite: replace the student run already in ``out_dir`` (its run files; teacher
+            pairs/trajectories made with the same settings are kept and reused).
         log: where progress messages go.
 
     Returns:
-        The trainer's ``TrainResult``.
+        The trainer's ``TrainResult`` (``wall_time == 0`` when a resumed run had nothing to do).
 
     Raises:
         ConfigError: a bad method, objective or key.
-        FileExistsError: ``out_dir`` already holds checkpoints and ``resume`` is False.
-        ValueError: a teacher that does not fit the method, or a changed teacher on resume.
+        ValueError: ``out_dir`` already holds a run and neither ``resume`` nor ``overwrite``
+            is given (or both are), a teacher that does not fit the method, a changed teacher
+            or changed data on resume.
+        RunLockedError: another process is writing ``out_dir``.
     """
-    from flowmatch.train import Trainer
+    from flowmatch.train import Trainer, TrainResult
 
+    if resume and overwrite:
+        raise ValueError(
+            "resume=True continues the run in out_dir and overwrite=True replaces it: pass one"
+        )
     out = Path(out_dir)
+    rank0 = process_rank() == 0
+    if rank0:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"run directory {str(out)!r} exists and is not a directory")
+        check_unlocked(out)
     teacher = load_teacher(teacher_dir)
+    info: dict[str, Any] = {}
     if resume:
         info = read_run_info(out)
+        check_config_run_id(info, out)
         stored = info.get("teacher", {})
         if stored.get("sha256") != teacher.record["sha256"]:
             raise ValueError(
                 f"{out} was distilled from a teacher with weights sha256 "
                 f"{stored.get('sha256')}, but {teacher_dir} now has {teacher.record['sha256']}"
             )
-        cfg = _stored_config(info)
-        if steps is not None:
-            cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+        cfg, _ = resume_config(out, steps=steps)
+        train_ds, test_ds = load_run_data(cfg, info, out)
     else:
-        if list_checkpoints(out):
-            raise FileExistsError(
-                f"{out} already holds a trained run; pass resume=True (--resume) to continue it, "
-                "or choose another --out"
-            )
+        if rank0 and not overwrite:
+            refuse_existing_run(out, resume_flag="--resume")
         ov = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
         cfg = student_config(teacher.run.config, method, ov)
+        train_ds, test_ds = load_data(cfg.data)
+        given = teacher.run.info["data"].get("given")
+        if given is not None:  # the teacher's data path as its user typed it
+            for ds in (train_ds, test_ds):
+                ds.meta["given"] = given
+    other = [k for k in teacher.run.cond.kinds if k != "labels"]
+    if other and method in _DRAWS_CONDITIONS:
+        raise ValueError(
+            f"--method {method} draws the teacher's conditions itself, labels only, but "
+            f"{teacher_dir} is conditioned on {other}: distil it with --method flowmap or scm "
+            "(they train on the teacher's data and its conditions)"
+        )
     if method == "scm" and teacher.run.config.path.kind != "linear":
         raise ValueError(
             f"scm needs a linear-path teacher (the exact TrigFlow adapter), got path "
             f"{teacher.run.config.path.kind!r}"
         )
-    train_ds, test_ds = load_data(cfg.data)
     train_ds = prepare_dataset(cfg, train_ds)
     cond = cond_spec(cfg.model, train_ds)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg, source, extra = _prepare(method, cfg, teacher, out, train_ds, log)
-    modules = build_modules(cfg, train_ds.sample_shape, cond)
-    step = build_step(build_parts(cfg, train_ds.sample_shape, cond), cfg)
-    if not resume and cfg.objective.init_from_teacher:  # type: ignore[attr-defined]
-        _init_from_teacher(modules["model"], teacher.run.model)
-    modules = {**modules, **{k: v for k, v in extra.items() if k in step.trains}}
-    guidance = getattr(cfg.objective, "teacher_guidance", 1.0)
-    # Two-time objectives read a teacher when there is one (its velocity replaces the
-    # conditional one), without declaring it: pass it to every method that distils velocities.
-    reads = method in ("flowmap", "freeflow", "scm") or "teacher" in step.uses
-    frozen = {"teacher": TeacherField(teacher.run, guidance)} if reads else {}
-    run_config = {"config": to_dict(cfg), "data": data_info(train_ds), "teacher": teacher.record}
-    if process_rank() == 0:
-        atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))
-    kwargs: dict[str, Any] = {"frozen": frozen, "run_config": run_config, "callbacks": callbacks}
-    if resume:
-        trainer = Trainer.resume(out, modules, step, source, cfg.train, **kwargs)
-    else:
-        trainer = Trainer(modules, step, source, cfg.train, out_dir=out, **kwargs)
-    with trainer:
-        result = trainer.fit()
-    if process_rank() == 0:
-        write_snapshot(out, cfg, test_ds)
+    with RunLock(out, enabled=rank0):
+        if rank0:
+            remove_stale_temporaries(out)
+            if overwrite:
+                clear_run(out)
+            elif not resume:
+                refuse_existing_run(out, resume_flag="--resume")  # again, under the lock
+        cfg, source, extra = _prepare(method, cfg, teacher, out, train_ds, log, overwrite)
+        modules = build_modules(cfg, train_ds.sample_shape, cond)
+        step = build_step(build_parts(cfg, train_ds.sample_shape, cond), cfg)
+        if not resume and cfg.objective.init_from_teacher:  # type: ignore[attr-defined]
+            _init_from_teacher(modules["model"], teacher.run.model)
+        modules = {**modules, **{k: v for k, v in extra.items() if k in step.trains}}
+        guidance = getattr(cfg.objective, "teacher_guidance", 1.0)
+        # Two-time objectives read a teacher when there is one (its velocity replaces the
+        # conditional one), without declaring it: pass it to every method that distils velocities.
+        reads = method in ("flowmap", "freeflow", "scm") or "teacher" in step.uses
+        frozen = {"teacher": TeacherField(teacher.run, guidance)} if reads else {}
+        kwargs: dict[str, Any] = {"frozen": frozen, "callbacks": callbacks}
+        if resume:
+            trainer = Trainer.resume(
+                out,
+                modules,
+                step,
+                source,
+                cfg.train,
+                run_id=info.get("run_id"),
+                restart_if_empty=True,
+                **kwargs,
+            )
+        else:
+            trainer = Trainer(modules, step, source, cfg.train, out_dir=out, **kwargs)
+        data = data_info(train_ds)
+        if "given" in info.get("data", {}):  # the data path as first typed survives a resume
+            data.setdefault("given", info["data"]["given"])
+        run_config = {
+            "run_id": trainer.run_id,
+            "config": to_dict(cfg),
+            "data": data,
+            "teacher": teacher.record,
+        }
+        trainer.run_config = run_config
+        if resume and trainer.step >= cfg.train.steps:
+            log(f"{out} is already at step {trainer.step} = train.steps: nothing to do")
+            trainer.close()
+            return TrainResult(trainer.step, math.nan, trainer.last_checkpoint, 0.0, 0.0)
+        if rank0:
+            atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))
+        with trainer:
+            result = trainer.fit()
+        if rank0:
+            write_snapshot(out, cfg, test_ds)
     return result
 
 

@@ -77,9 +77,11 @@ def _build_meanflow(config: ObjectiveConfig, *, parts: TrainingParts) -> MeanFlo
     assert isinstance(config, MeanFlowConfig)  # guaranteed by Registry.build
     conditional = parts.cond.conditional
     dropout = config.cond_dropout if conditional else 0.0
-    if config.guidance != 1.0 and parts.cond.num_classes is None:
+    if config.guidance != 1.0 and parts.cond.kinds != ("labels",):
         raise OptionError(
-            "objective.guidance", f"= {config.guidance} needs a label-conditional run; use 1.0"
+            "objective.guidance",
+            f"={config.guidance} needs a run conditioned on labels only (this one has "
+            f"{list(parts.cond.kinds) or 'no conditions'}); use 1.0",
         )
     return MeanFlowStep(
         parts.path,

@@ -11,7 +11,12 @@ from flowmatch.models.adapters import (
     velocity_to_noise_level_convention,
 )
 from flowmatch.models.base import MODELS, ModelConfig
-from flowmatch.models.embeddings import IntervalEmbedding, LabelEmbedding, SinusoidalTimeEmbedding
+from flowmatch.models.embeddings import (
+    ConditionEmbedding,
+    IntervalEmbedding,
+    LabelEmbedding,
+    SinusoidalTimeEmbedding,
+)
 from flowmatch.models.flow_map import AverageVelocityMap, EulerJumpMap
 from flowmatch.models.mlp import MLP, MLPConfig
 from flowmatch.models.unet import UNet, UNetConfig
@@ -21,6 +26,7 @@ __all__ = [
     "AverageVelocityMap",
     "EulerJumpMap",
     "IntervalEmbedding",
+    "ConditionEmbedding",
     "MODELS",
     "MLPConfig",
     "ModelConfig",

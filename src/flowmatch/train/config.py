@@ -1,7 +1,7 @@
 """Training hyper-parameters: one frozen dataclass, validated field by field.
 
-The lead's TOML/CLI layer maps the ``[train]`` table onto :class:`TrainConfig`; every field is
-checked here once, so the training loop itself never re-validates anything.
+The ``[train]`` table of a run config maps onto :class:`TrainConfig`; every field is checked
+when the record is built (``flowmatch.utils.options``), so the training loop never re-validates.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TrainConfig(Options):
             decay, so resuming with a different ``steps`` changes the learning-rate curve.
         batch_size: samples per step and per rank (data-parallel runs see
             ``batch_size * world_size`` samples per step).
-        lr: peak learning rate (2-D toys train well at 1e-3; ALGORITHMS.md 0.2).
+        lr: peak learning rate (the 2-D toys and digits train well at 1e-3; docs/benchmarks.md).
         weight_decay: AdamW's decoupled weight decay (0 for the small reference nets, which
             do not overfit in a few thousand steps).
         betas: Adam's moment decay rates ``(beta1, beta2)``, each in ``[0, 1)``.
@@ -59,6 +59,10 @@ class TrainConfig(Options):
         checkpoint_every: steps between checkpoints (0: only at the end of ``fit``).
         keep_checkpoints: number of most recent checkpoints kept on disk (>= 1).
         device: torch device string, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        dist_timeout: data-parallel runs: seconds a collective waits for the other ranks
+            before the run stops with one line naming the rank that did not respond (PyTorch's
+            default is 30 minutes). It must exceed the longest work rank 0 does alone
+            (an evaluation, a checkpoint write), during which the other ranks wait.
 
     Raises:
         TypeError: a field has the wrong type (e.g. ``steps=1.5``).
@@ -94,6 +98,9 @@ class TrainConfig(Options):
     checkpoint_every: int = option(1000, ge=0, doc="steps between checkpoints (0: at the end)")
     keep_checkpoints: int = option(2, ge=1, doc="most recent checkpoints kept on disk")
     device: str = option("cpu", doc="torch device: 'cpu', 'cuda', 'cuda:1', ...")
+    dist_timeout: float = option(
+        300.0, gt=0, doc="DDP: seconds to wait for a silent rank before stopping, naming it"
+    )
 
     def validate(self) -> None:
         """Checks that involve several fields or torch (betas, warm-up, device)."""
