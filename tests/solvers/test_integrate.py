@@ -25,8 +25,11 @@ from oracles import linear_system
 
 F64 = torch.float64
 FIXED = [name for name, cls in SOLVERS.items() if issubclass(cls, ODESolver)]
-# Samplers of velocity fields (flow-map samplers integrate two-time maps: tests/solvers/test_flow_map.py).
-VELOCITY = [name for name, cls in SOLVERS.items() if cls.field_kind == "velocity"]
+# Deterministic samplers of velocity fields (flow-map samplers integrate two-time maps:
+# tests/solvers/test_flow_map.py; stochastic ones need a path and noise: tests/solvers/test_sde.py).
+VELOCITY = [
+    name for name, cls in SOLVERS.items() if cls.field_kind == "velocity" and not cls.stochastic
+]
 
 
 def _decay(x, t, cond=None):

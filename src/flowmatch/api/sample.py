@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,16 +11,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowmatch.api.run import Run
+from flowmatch.api.run import NOISE_CHUNK, Run
 from flowmatch.guidance import ClassifierFreeGuidance
 from flowmatch.interfaces import Cond, cond_to, index_cond
 from flowmatch.solvers import solve
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, SamplerConfig
+from flowmatch.solvers.context import SamplingContext, bind_sampler
+from flowmatch.sources import GaussianSource
 from flowmatch.times.grids import GRIDS, GridConfig, custom_grid, make_grid
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError
+from flowmatch.utils.tensor import step_generator
 
 GridSpec = str | GridConfig | Tensor | Sequence[float]
+_STEP_NOISE_STREAM = 0x5D
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,41 @@ def sampling_plan(
                 f"values have {len(values) - 1} steps but nfe={steps * stages} means {steps} "
                 f"{config.kind} steps; pass nfe={(len(values) - 1) * stages}",
             )
-        return SAMPLERS.build(config), values, config
+        return bind_sampler(SAMPLERS.build(config), run_context(run)), values, config
     grid_cfg = _grid_config(run, grid, dict(grid_options or {}))  # type: ignore[arg-type]
     if adaptive and grid_cfg.kind != "uniform":
         raise OptionError(
             "grid", f"{grid_cfg.kind!r} does not apply to the adaptive solver {config.kind!r}"
         )
-    return SAMPLERS.build(config), make_grid(grid_cfg, steps), config
+    sampler = bind_sampler(SAMPLERS.build(config), run_context(run))
+    return sampler, make_grid(grid_cfg, steps), config
+
+
+def run_context(run: Run) -> SamplingContext:
+    """What contextual samplers (SDE, reflective, FlowTurbo) need from ``run``."""
+    return SamplingContext(
+        path=run.path,
+        gaussian_source=type(run.source) is GaussianSource,
+        null_label=run.num_classes,
+        modules=run.modules,
+        name=f"run {run.info.get('data', {}).get('name', '?')!r} (source {run.source!r})",
+    )
+
+
+def step_noise(run: Run, num_steps: int, num_samples: int, *, seed: int) -> Tensor:
+    """Per-step noise ``(num_steps, N, *D)`` of stochastic samplers (standard normal).
+
+    Sample ``i``'s noise depends only on ``(seed, i)`` (drawn in chunks of ``NOISE_CHUNK``
+    samples, as ``Run.noise``), so a stochastic sample does not change with the batch size.
+    """
+    chunks = [
+        torch.randn(
+            (num_steps, NOISE_CHUNK, *run.sample_shape),
+            generator=step_generator(seed, _STEP_NOISE_STREAM, k),
+        )
+        for k in range(math.ceil(num_samples / NOISE_CHUNK))
+    ]
+    return torch.cat(chunks, dim=1)[:, :num_samples].to(run.device)
 
 
 def _sampler_config(
@@ -207,15 +240,27 @@ def generate(
     field = guided_field(run, scale)
     labels = sample_labels(run, num_samples, label)
     noise = run.noise(num_samples, seed=seed)
+    noises = (
+        step_noise(run, len(t_grid) - 1, num_samples, seed=seed) if sampler.stochastic else None
+    )
     out, total_nfe, start = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, num_samples, batch_size):
             cond: Cond = cond_to(index_cond(labels, slice(i, i + batch_size)), run.device)
-            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=cond)
+            steps = None if noises is None else noises[:, i : i + batch_size]
+            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=cond, noise=steps)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
     x = run.to_data_space(torch.cat(out).cpu())
     return SampleResult(x, labels, total_nfe, time.perf_counter() - start, config.kind, scale)
 
 
-__all__ = ["SampleResult", "generate", "guided_field", "sample_labels", "sampling_plan"]
+__all__ = [
+    "SampleResult",
+    "generate",
+    "guided_field",
+    "run_context",
+    "sample_labels",
+    "sampling_plan",
+    "step_noise",
+]
