@@ -24,6 +24,7 @@ from flowmatch.api.config import (
     stored_config,
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
+from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
 from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
 from flowmatch.api.train import prepare_dataset, train_run
@@ -47,6 +48,7 @@ __all__ = [
     "read_run_info",
     "resolve_config",
     "resume_config",
+    "run_along",
     "sampling_plan",
     "stored_config",
     "train_run",
