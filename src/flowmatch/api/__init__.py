@@ -24,6 +24,7 @@ from flowmatch.api.config import (
     stored_config,
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
+from flowmatch.api.grid import compute_grids
 from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
 from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
@@ -37,6 +38,7 @@ __all__ = [
     "SampleResult",
     "Scorer",
     "assemble_run",
+    "compute_grids",
     "data_info",
     "evaluate",
     "flow_metrics",

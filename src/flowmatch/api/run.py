@@ -45,6 +45,8 @@ class Run:
         step: the training step of the loaded weights.
         checkpoint: the checkpoint directory (``None`` for a run built from live modules).
         info: the stored ``config.json`` content.
+        directory: the run directory (``None`` for a run built from live modules); holds what
+            is computed once per run (e.g. ``grids.json``: BOSS grids).
     """
 
     modules: dict[str, nn.Module]
@@ -58,6 +60,7 @@ class Run:
     step: int
     checkpoint: Path | None
     info: dict[str, Any]
+    directory: Path | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -195,4 +198,6 @@ def load_run(
                 f"architecture?): {detail[0] if detail else err}"
             ) from None
         module.to(device).eval()
-    return assemble_run(cfg, info, modules, step=ckpt.step, checkpoint=ckpt.path)
+    run = assemble_run(cfg, info, modules, step=ckpt.step, checkpoint=ckpt.path)
+    run.directory = Path(run_dir)
+    return run

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from flowmatch.api.run import NOISE_CHUNK, Run
+from flowmatch.api.stored import stored_grid
 from flowmatch.guidance import ClassifierFreeGuidance
 from flowmatch.interfaces import Cond, cond_to, index_cond
 from flowmatch.solvers import solve
@@ -100,6 +101,8 @@ def sampling_plan(
             "grid", f"{grid_cfg.kind!r} does not apply to the adaptive solver {config.kind!r}"
         )
     sampler = bind_sampler(SAMPLERS.build(config), run_context(run))
+    if getattr(GRIDS[grid_cfg.kind], "stored_in_run", False):  # e.g. BOSS: computed per run
+        return sampler, stored_grid(run, grid_cfg.kind, config.kind, steps), config
     return sampler, make_grid(grid_cfg, steps), config
 
 

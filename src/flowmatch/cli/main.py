@@ -164,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     e.add_argument("--out", default=None, help="JSON output (default RUN_DIR/eval.json)")
 
+    g = sub.add_parser("grid", help="compute a time grid of a trained run and store it (BOSS)")
+    g.add_argument("run_dir")
+    g.add_argument("--method", default="boss", choices=["boss"], help="grid method")
+    g.add_argument("--nfe", type=_int_list, required=True, help="budgets, e.g. 4,8")
+    g.add_argument("--solver", default="euler", help="the fixed-step sampler the grid is for")
+    g.add_argument("--fine-steps", type=_positive_int, default=100, help="fine reference grid")
+    g.add_argument("--num-samples", type=_positive_int, default=256, help="reference samples")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
+
     i = sub.add_parser("info", help="summarise a run")
     i.add_argument("run_dir")
     return p
@@ -306,6 +316,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    """``flowmatch grid``: compute and store a run's BOSS grids."""
+    from flowmatch import api
+
+    run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
+    grids = api.compute_grids(
+        run,
+        nfe=args.nfe,
+        solver=args.solver,
+        method=args.method,
+        fine_steps=args.fine_steps,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
+    for nfe, values in grids.items():
+        print(f"{args.method} {args.solver} NFE {nfe}: " + ", ".join(f"{v:.3f}" for v in values))
+    print(f"wrote {Path(args.run_dir) / 'grids.json'}; sample with --grid {args.method}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``flowmatch info``."""
     from flowmatch.cli.report import print_info
@@ -314,7 +344,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "grid": cmd_grid,
+    "info": cmd_info,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
