@@ -25,6 +25,7 @@ from flowmatch.api.config import (
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
 from flowmatch.api.grid import compute_grids
+from flowmatch.api.observe import load_observation, observe
 from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
 from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
@@ -45,6 +46,8 @@ __all__ = [
     "generate",
     "guided_field",
     "load_data",
+    "load_observation",
+    "observe",
     "load_run",
     "prepare_dataset",
     "read_run_info",

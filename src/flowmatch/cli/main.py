@@ -114,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     solvers = SAMPLERS.names()
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--num-samples", type=_positive_int, default=1000)
+    s.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=None,
+        help="default 1000; with --observe: one per observation (give a multiple of their count)",
+    )
     s.add_argument(
         "--solver",
         default=None,
@@ -149,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, default=None, help="class of all samples")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
+    s.add_argument(
+        "--along",
+        default=None,
+        help="sample along another path (exact time/scale change), e.g. vp or cosine",
+    )
+    s.add_argument(
+        "--observe",
+        metavar="OBS.npz",
+        default=None,
+        help="condition on observations: 'values' with 'mask' (inpainting) or 'factor' "
+        "(block-average super-resolution), in data space",
+    )
+    s.add_argument(
+        "--observe-method",
+        choices=["project", "dps"],
+        default="project",
+        help="with --observe: projection of the data estimate, or a DPS likelihood gradient",
+    )
     s.add_argument("--out", required=True, help="output .npz (array 'samples') or .png")
 
     e = sub.add_parser("eval", help="metrics against held-out data per solver and NFE")
@@ -254,14 +277,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
-    res = api.generate(
-        run,
-        args.num_samples,
-        guidance=args.guidance,
-        label=args.label,
-        seed=args.seed,
-        **_sampling_request(args),
-    )
+    if args.along is not None:
+        run = api.run_along(run, args.along)
+    if args.observe is not None:
+        res = _observe(run, args)
+    else:
+        if args.observe_method != "project":
+            raise ValueError("--observe-method needs --observe")
+        res = api.generate(
+            run,
+            args.num_samples or 1000,
+            guidance=args.guidance,
+            label=args.label,
+            seed=args.seed,
+            **_sampling_request(args),
+        )
+    args.num_samples = len(res.samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {"samples": res.samples.numpy()}
     if res.labels is not None:
@@ -288,6 +319,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
+
+
+def _observe(run: Any, args: argparse.Namespace) -> Any:
+    """``sample --observe``: one or more samples per observation row."""
+    from flowmatch import api
+
+    obs = api.load_observation(args.observe)
+    rows = len(obs["values"])
+    n = args.num_samples or rows
+    if n % rows:
+        raise ValueError(f"--num-samples {n} must be a multiple of the {rows} observations")
+    if args.guidance is not None and args.guidance != 1.0:
+        raise ValueError("--guidance does not apply with --observe (samples use one condition)")
+    req = _sampling_request(args)
+    if req["grid_options"]:
+        raise ValueError("--opt grid.* does not apply with --observe; pass --grid-values")
+    values = obs.pop("values")
+    return api.observe(
+        run,
+        values,
+        samples_per_observation=n // rows,
+        solver=req["solver"],
+        nfe=req["nfe"],
+        grid=req["grid"],
+        method=args.observe_method,
+        label=args.label,
+        seed=args.seed,
+        solver_options=req["solver_options"],
+        **obs,
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
