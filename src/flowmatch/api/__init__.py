@@ -29,6 +29,7 @@ from flowmatch.api.observe import load_observation, observe
 from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
 from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
+from flowmatch.api.search import SearchOutput, search
 from flowmatch.api.train import prepare_dataset, train_run
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Resolved",
     "Run",
     "SampleResult",
+    "SearchOutput",
     "Scorer",
     "assemble_run",
     "compute_grids",
@@ -55,6 +57,7 @@ __all__ = [
     "resume_config",
     "run_along",
     "sampling_plan",
+    "search",
     "stored_config",
     "train_run",
 ]

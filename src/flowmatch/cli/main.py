@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 EXIT_ERROR = 2
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="solver.KEY=V|grid.KEY=V",
-        help="an option of the solver or grid, e.g. --opt solver.atol=1e-4 --opt grid.shift=2",
+        help="an option of the solver or grid, e.g. --opt solver.atol=1e-4 --opt grid.shift=2 "
+        "(with --search: search.KEY=V and reward.KEY=V)",
     )
     s.add_argument(
         "--guidance",
@@ -171,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["project", "dps"],
         default="project",
         help="with --observe: projection of the data estimate, or a DPS likelihood gradient",
+    )
+    s.add_argument(
+        "--search",
+        default=None,
+        help=f"inference-time search at an NFE budget. {_registry_help('search')}",
+    )
+    s.add_argument(
+        "--reward",
+        default=None,
+        help=f"with --search: the reward ({_registry_help('reward')}); options via "
+        "--opt reward.KEY=V",
+    )
+    s.add_argument(
+        "--budget", type=_positive_int, default=None, help="with --search: NFE per sample"
     )
     s.add_argument("--out", required=True, help="output .npz (array 'samples') or .png")
 
@@ -253,6 +269,7 @@ def _sampling_request(args: argparse.Namespace) -> dict[str, Any]:
     from flowmatch.config.schema import ConfigError, overrides_dict
 
     opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
+    opts = {k: v for k, v in opts.items() if k not in ("search", "reward")}
     unknown = sorted(set(opts) - {"solver", "grid"})
     if unknown:
         raise ConfigError("--opt", f"takes solver.KEY=VALUE or grid.KEY=VALUE, got {unknown[0]!r}")
@@ -279,7 +296,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
     if args.along is not None:
         run = api.run_along(run, args.along)
-    if args.observe is not None:
+    if args.search is not None:
+        res = _search(run, args)
+    elif args.reward is not None or args.budget is not None:
+        raise ValueError("--reward and --budget need --search")
+    elif args.observe is not None:
         res = _observe(run, args)
     else:
         if args.observe_method != "project":
@@ -295,6 +316,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     args.num_samples = len(res.samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {"samples": res.samples.numpy()}
+    if getattr(res, "rewards", None) is not None:
+        arrays["rewards"] = res.rewards.numpy()
     if res.labels is not None:
         arrays["labels"] = res.labels.numpy()
     npz = out.with_suffix(".npz")
@@ -319,6 +342,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
+
+
+def _search(run: Any, args: argparse.Namespace) -> Any:
+    """``sample --search NAME --reward NAME --budget NFE``."""
+    from flowmatch import api
+    from flowmatch.config.schema import overrides_dict
+
+    if args.observe is not None or args.solver is not None or args.nfe is not None:
+        raise ValueError(
+            "--search chooses its own sampler and steps; drop --observe/--solver/--nfe"
+        )
+    if args.budget is None:
+        raise ValueError("--search needs --budget NFE (evaluations per sample)")
+    opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
+    extra = sorted(set(opts) - {"search", "reward"})
+    if extra:
+        raise ValueError(
+            f"--opt {extra[0]}.* does not apply with --search (use search.* or reward.*)"
+        )
+    res = api.search(
+        run,
+        args.num_samples or 1000,
+        search=args.search,
+        reward=args.reward or "distance",
+        budget=args.budget,
+        search_options=opts.get("search"),
+        reward_options=opts.get("reward"),
+        guidance=args.guidance,
+        label=args.label,
+        seed=args.seed,
+    )
+    print(f"{args.search}: mean reward {float(res.rewards.mean()):.4f} at <= {res.nfe} NFE/sample")
+    return SimpleNamespace(
+        samples=res.samples,
+        labels=res.labels,
+        rewards=res.rewards,
+        nfe=res.nfe,
+        seconds=res.seconds,
+        solver=args.search,
+        guidance=args.guidance or 1.0,
+    )
 
 
 def _observe(run: Any, args: argparse.Namespace) -> Any:
