@@ -26,6 +26,7 @@ from flowmatch.api.config import (
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
 from flowmatch.api.grid import compute_grids
 from flowmatch.api.observe import load_observation, observe
+from flowmatch.api.refine import load_refiner, refine
 from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
 from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
@@ -53,6 +54,8 @@ __all__ = [
     "load_run",
     "prepare_dataset",
     "read_run_info",
+    "refine",
+    "load_refiner",
     "resolve_config",
     "resume_config",
     "run_along",

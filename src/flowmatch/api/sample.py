@@ -94,25 +94,40 @@ def sampling_plan(
                 f"values have {len(values) - 1} steps but nfe={steps * stages} means {steps} "
                 f"{config.kind} steps; pass nfe={(len(values) - 1) * stages}",
             )
-        return bind_sampler(SAMPLERS.build(config), run_context(run)), values, config
+        return _bound(run, config), values, config
     grid_cfg = _grid_config(run, grid, dict(grid_options or {}))  # type: ignore[arg-type]
     if adaptive and grid_cfg.kind != "uniform":
         raise OptionError(
             "grid", f"{grid_cfg.kind!r} does not apply to the adaptive solver {config.kind!r}"
         )
-    sampler = bind_sampler(SAMPLERS.build(config), run_context(run))
+    sampler = _bound(run, config)
     if getattr(GRIDS[grid_cfg.kind], "stored_in_run", False):  # e.g. BOSS: computed per run
         return sampler, stored_grid(run, grid_cfg.kind, config.kind, steps), config
     return sampler, make_grid(grid_cfg, steps), config
 
 
-def run_context(run: Run) -> SamplingContext:
-    """What contextual samplers (SDE, reflective, FlowTurbo) need from ``run``."""
+def _bound(run: Run, config: SamplerConfig) -> Sampler:
+    sampler = SAMPLERS.build(config)
+    return bind_sampler(sampler, run_context(run, getattr(sampler, "requires", ())))
+
+
+def run_context(run: Run, requires: Sequence[str] = ()) -> SamplingContext:
+    """What contextual samplers (SDE, reflective, FlowTurbo) need from ``run``.
+
+    A ``"refiner"`` in ``requires`` loads the run's FlowTurbo refiner (``flowmatch refine``).
+    """
+    modules: dict[str, Any] = dict(run.modules)
+    if "refiner" in requires:
+        from flowmatch.api.refine import load_refiner
+
+        refiner = load_refiner(run)
+        if refiner is not None:
+            modules["refiner"] = refiner
     return SamplingContext(
         path=run.path,
         gaussian_source=type(run.source) is GaussianSource,
         null_label=run.num_classes,
-        modules=run.modules,
+        modules=modules,
         name=f"run {run.info.get('data', {}).get('name', '?')!r} (source {run.source!r})",
     )
 

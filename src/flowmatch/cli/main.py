@@ -213,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
 
+    r = sub.add_parser("refine", help="train a FlowTurbo velocity refiner on a trained run")
+    r.add_argument("run_dir")
+    r.add_argument("--steps", type=_positive_int, default=2000)
+    r.add_argument("--batch-size", type=_positive_int, default=256)
+    r.add_argument("--lr", type=_finite_float, default=1e-3)
+    r.add_argument("--hidden", type=_positive_int, default=64, help="refiner width")
+    r.add_argument("--depth", type=_positive_int, default=1, help="refiner hidden layers")
+    r.add_argument("--max-dt", type=_finite_float, default=0.12, help="largest refinement step")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
     i = sub.add_parser("info", help="summarise a run")
     i.add_argument("run_dir")
     return p
@@ -461,6 +472,26 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refine(args: argparse.Namespace) -> int:
+    """``flowmatch refine``: train a FlowTurbo refiner into RUN/refiner."""
+    from flowmatch import api
+    from flowmatch.cli.progress import ProgressBar
+
+    out = api.refine(
+        args.run_dir,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden=args.hidden,
+        depth=args.depth,
+        max_dt=args.max_dt,
+        seed=args.seed,
+        callbacks=[] if args.quiet else [ProgressBar(args.steps)],
+    )
+    print(f"wrote {out}; sample with --solver flowturbo")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``flowmatch info``."""
     from flowmatch.cli.report import print_info
@@ -474,6 +505,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "eval": cmd_eval,
     "grid": cmd_grid,
+    "refine": cmd_refine,
     "info": cmd_info,
 }
 
