@@ -26,6 +26,7 @@ from flowmatch.api.config import (
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
 from flowmatch.api.grid import compute_grids
 from flowmatch.api.observe import load_observation, observe
+from flowmatch.api.prune import fit_pruning, pruned_run
 from flowmatch.api.refine import load_refiner, refine
 from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
@@ -46,6 +47,8 @@ __all__ = [
     "data_info",
     "evaluate",
     "flow_metrics",
+    "fit_pruning",
+    "pruned_run",
     "generate",
     "guided_field",
     "load_data",

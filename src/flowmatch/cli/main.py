@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample along another path (exact time/scale change), e.g. vp or cosine",
     )
     s.add_argument(
+        "--prune",
+        action="store_true",
+        help="reject source draws along the run's data-sparse directions (flowmatch prune)",
+    )
+    s.add_argument(
         "--observe",
         metavar="OBS.npz",
         default=None,
@@ -223,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-dt", type=_finite_float, default=0.12, help="largest refinement step")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("prune", help="fit the data-sparse source directions of a run (SourceFM)")
+    pr.add_argument("run_dir")
+    pr.add_argument("--threshold", type=_finite_float, default=0.01, help="axis max-cosine rule")
+    pr.add_argument(
+        "--tau", type=_finite_float, default=None, help="rejection cosine (2.5/sqrt(D))"
+    )
 
     i = sub.add_parser("info", help="summarise a run")
     i.add_argument("run_dir")
@@ -307,6 +319,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
     if args.along is not None:
         run = api.run_along(run, args.along)
+    if args.prune:
+        run = api.pruned_run(run)
     if args.search is not None:
         res = _search(run, args)
     elif args.reward is not None or args.budget is not None:
@@ -492,6 +506,19 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """``flowmatch prune``: store the run's data-sparse axes in RUN/pruning.json."""
+    from flowmatch import api
+
+    run = api.load_run(args.run_dir)
+    info = api.fit_pruning(run, threshold=args.threshold, tau=args.tau)
+    print(
+        f"{len(info['axes'])} of {info['num_candidates']} PCA axes are data-sparse "
+        f"(threshold {args.threshold}); tau {info['tau']:.4f}; sample with --prune"
+    )
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``flowmatch info``."""
     from flowmatch.cli.report import print_info
@@ -506,6 +533,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "grid": cmd_grid,
     "refine": cmd_refine,
+    "prune": cmd_prune,
     "info": cmd_info,
 }
 
