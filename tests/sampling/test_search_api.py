@@ -66,3 +66,16 @@ def test_search_errors(tiny_run):
         api.search(tiny_run, 2, reward="nope")
     with pytest.raises(OptionError, match="unknown search"):
         api.search(tiny_run, 2, search="beam")
+
+
+def test_cli_composite_fields(tiny_run, tmp_path):
+    run_dir = str(tiny_run.directory)
+    out = tmp_path / "c.npz"
+    base = ["sample", run_dir, "--solver", "euler", "--nfe", "4", "--num-samples", "6", "--out"]
+    assert main([*base, str(out), "--reference", run_dir, "--weight", "1.5"]) == 0
+    ref = np.load(out)["samples"]
+    assert main([*base, str(tmp_path / "p.npz")]) == 0
+    np.testing.assert_allclose(ref, np.load(tmp_path / "p.npz")["samples"], atol=1e-5)  # same run
+    assert main([*base, str(out), "--early", run_dir, "--switch", "0.5"]) == 0
+    assert main([*base, str(out), "--control", "distance", "--opt", "reward.point=[3.0,3.0]"]) == 0
+    assert main([*base, str(out), "--weight", "2"]) == 2

@@ -162,6 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample along another path (exact time/scale change), e.g. vp or cosine",
     )
     s.add_argument(
+        "--reference",
+        metavar="REF_RUN",
+        default=None,
+        help="RL guidance: sample v_ref + w (v_run - v_ref) with REF_RUN's field (--weight w)",
+    )
+    s.add_argument("--weight", type=_finite_float, default=None, help="with --reference: w")
+    s.add_argument(
+        "--early",
+        metavar="SMALL_RUN",
+        default=None,
+        help="two-model sampling: SMALL_RUN's field before --switch T, this run's after",
+    )
+    s.add_argument("--switch", type=_finite_float, default=None, help="with --early: time T")
+    s.add_argument(
+        "--control",
+        metavar="REWARD",
+        default=None,
+        help="test-time control down -REWARD's gradient (FOCUS weighting; options --opt "
+        "reward.KEY=V, strength --control-scale)",
+    )
+    s.add_argument("--control-scale", type=_finite_float, default=1.0, help="with --control")
+    s.add_argument(
         "--prune",
         action="store_true",
         help="reject source draws along the run's data-sparse directions (flowmatch prune)",
@@ -321,6 +343,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         run = api.run_along(run, args.along)
     if args.prune:
         run = api.pruned_run(run)
+    run = _composite(run, args)
     if args.search is not None:
         res = _search(run, args)
     elif args.reward is not None or args.budget is not None:
@@ -367,6 +390,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
+
+
+def _composite(run: Any, args: argparse.Namespace) -> Any:
+    """``--reference/--weight``, ``--early/--switch`` and ``--control``: wrap the run's field."""
+    from dataclasses import replace
+
+    from flowmatch import api
+    from flowmatch.config.schema import overrides_dict
+    from flowmatch.guidance import CostGradientField, SwitchedField, WeightedFields
+    from flowmatch.sampling.rewards import REWARDS
+
+    if (args.reference is None) != (args.weight is None):
+        raise ValueError("--reference and --weight go together")
+    if (args.early is None) != (args.switch is None):
+        raise ValueError("--early and --switch go together")
+    field = run.field
+    if args.reference is not None:
+        field = WeightedFields(api.load_run(args.reference).field, field, args.weight)
+    if args.early is not None:
+        field = SwitchedField(api.load_run(args.early).field, field, args.switch)
+    if args.control is not None and args.search is None:
+        opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
+        reward = REWARDS.build(REWARDS.config(args.control, **opts.pop("reward", {})))
+        args.opt = [o for o in args.opt if not o.startswith("reward.")]
+
+        def cost(x1: Any, t: Any) -> Any:
+            return -reward(run.to_data_space(x1))
+
+        field = CostGradientField(field, run.path, cost, scale=args.control_scale)
+    return replace(run, field=field) if field is not run.field else run
 
 
 def _search(run: Any, args: argparse.Namespace) -> Any:

@@ -40,6 +40,7 @@ import flowmatch.solvers.flow_map  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.ode  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.sde  # noqa: E402, F401  isort: skip
 import flowmatch.sampling.flowturbo  # noqa: E402, F401  isort: skip
+import flowmatch.sampling.reflective  # noqa: E402, F401  isort: skip
 import flowmatch.sampling.rewards  # noqa: E402, F401  isort: skip
 import flowmatch.sampling.search  # noqa: E402, F401  isort: skip
 
