@@ -209,7 +209,7 @@ def rbf(
             if len(active) == 0:
                 break
             z = torch.randn((len(active), *x.shape[1:]), generator=generator, dtype=x.dtype)
-            xp = mean[active] + std[active] * z.to(x.device)
+            xp = mean[active] + std * z.to(x.device)
             c = index_cond(p.cond, active)
             if t_next < 1.0:
                 vp = _velocity(p, xp, t_next, c)

@@ -35,6 +35,7 @@ same number of steps (measured in tests/solvers/test_sde.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -48,7 +49,6 @@ from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, SamplerCo
 from flowmatch.solvers.context import ContextualSampler, SamplingContext
 from flowmatch.utils.checks import check_in_choices, check_positive_float
 from flowmatch.utils.options import OptionError, option
-from flowmatch.utils.tensor import expand_like
 
 __all__ = [
     "DIFFUSIONS",
@@ -163,6 +163,7 @@ class EulerMaruyama(_SDEMixin, ContextualSampler):
         path: AffinePath | None = None,
     ) -> None:
         self._init_sde(diffusion, scale, path)
+        self._cache: dict[tuple[float, float], tuple[float, float, float]] = {}
 
     def __repr__(self) -> str:
         return f"EulerMaruyama({self.diffusion!r}, scale={self.scale}, path={self.path!r})"
@@ -194,28 +195,51 @@ class EulerMaruyama(_SDEMixin, ContextualSampler):
         h = t_next - t
         if h <= 0:
             raise ValueError(f"SDE sampling runs forward in time, got a step {t} -> {t_next}")
-        tt = x.new_full((x.shape[0],), t)
-        v = field(x, tt, cond)
-        mean, std = self.transition(x, v, t, t_next)
-        return StepOutput(torch.addcmul(mean, std.expand_as(x), noise), 1, None, mean, std)
+        v = field(x, x.new_full((x.shape[0],), t), cond)
+        c_x, c_v, std = self.coefficients(t, t_next)
+        mean = torch.add(x * c_x, v, alpha=c_v)
+        return StepOutput(torch.add(mean, noise, alpha=std), 1, None, mean, x.new_tensor(std))
 
     def transition(self, x: Tensor, v: Tensor, t: float, t_next: float) -> tuple[Tensor, Tensor]:
         """``(mean, std)`` of the step ``t -> t_next`` from ``x`` with velocity ``v = u_t(x)``.
 
-        ``std`` is ``(B, 1, ..., 1)``; used by search and fine-tuning methods that reuse a
-        velocity they already evaluated.
+        ``std`` is a tensor of shape ``(1, ..., 1)`` (one grid time per batch); used by search
+        and fine-tuning methods that reuse a velocity they already evaluated.
         """
+        c_x, c_v, std = self.coefficients(t, t_next)
+        mean = torch.add(x * c_x, v, alpha=c_v)
+        return mean, x.new_full((1,) * x.ndim, std)
+
+    def coefficients(self, t: float, t_next: float) -> tuple[float, float, float]:
+        """``(c_x, c_v, std)`` with ``mean = c_x x + c_v u``: the step's affine form.
+
+        With ``E[x0 | x] = (alpha' x - alpha u) / D`` and ``k = g^2 / (2 sigma)``:
+        ``mean = x + h (u - k E[x0|x])``, so ``c_x = 1 - h k alpha' / D`` and
+        ``c_v = h (1 + k alpha / D)`` (``D`` clamped to the path's ``eps``, as in its
+        conversions). Computed once per grid interval in float64 (cached: the same grid is
+        reused by every batch).
+        """
+        key = (t, t_next)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         assert self.path is not None  # checked by advance / the caller
         h = t_next - t
-        tt = expand_like(x.new_full((x.shape[0],), t), x)
-        c = self.path.schedule(tt)
-        x0_hat, _ = self.path._to_endpoints(v, "velocity", x, c)
         t_g = t_next if (t == 0.0 and DIFFUSIONS[self.diffusion]) else t
-        c_g = c if t_g == t else self.path.schedule(torch.full_like(tt, t_g))
-        g2 = diffusion_g2(self.diffusion, self.scale, torch.full_like(tt, t_g), c_g)
-        # drift = u + (g^2 / 2) score with score = -x0_hat / sigma_t (sigma_t > 0 for t < 1)
-        mean = x + h * (v - (0.5 * g2 / c.sigma) * x0_hat)
-        return mean, torch.sqrt(g2 * h)
+        both = self.path.schedule(torch.tensor([t, t_g], dtype=torch.float64))
+        c = ScheduleOutput(*(v[:1] for v in (both.alpha, both.sigma, both.d_alpha, both.d_sigma)))
+        c_g = ScheduleOutput(*(v[1:] for v in (both.alpha, both.sigma, both.d_alpha, both.d_sigma)))
+        g2 = float(
+            diffusion_g2(self.diffusion, self.scale, torch.tensor([t_g], dtype=torch.float64), c_g)
+        )
+        alpha, sigma, d_alpha = float(c.alpha), float(c.sigma), float(c.d_alpha)
+        d = max(float(c.d_alpha * c.sigma - c.d_sigma * c.alpha), self.path.eps)
+        k = 0.5 * g2 / sigma  # sigma_t > 0: steps start before t = 1
+        out = (1.0 - h * k * d_alpha / d, h * (1.0 + k * alpha / d), math.sqrt(g2 * h))
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
 
 
 def window_times(grid: Tensor, start: int, size: int) -> tuple[float, float]:
