@@ -21,7 +21,7 @@ from flowmatch.paths import AffinePath, CosineSchedule, LinearSchedule  # noqa: 
 from flowmatch.solvers import EulerMaruyama, solve  # noqa: E402
 from flowmatch.times import make_grid  # noqa: E402
 from oracles import GaussianOracle  # noqa: E402
-from suite_common import SEEDS, metric_name, score, test_data, trained_run  # noqa: E402
+from suite_common import SEEDS, score, test_data, trained_run  # noqa: E402
 
 STEPS = [10, 20, 40, 80, 160, 320]
 ARMS = [("flow_grpo", 0.7), ("memoryless", 1.0), ("constant", 0.5)]
@@ -115,7 +115,7 @@ def quality_table(names, n_samples, nfe) -> tuple[str, list]:
                 ]
             )
             raw.append({"run": name, "arm": f"{diff}/{a}", "scores": sde})
-    head = ["run", "sampler", f"{metric_name(run)} (W2 2-D, FD digits)", "SDE / ODE"]
+    head = ["run", "sampler", "W2 (2-D) or FD (digits)", "SDE / ODE"]
     return table(head, rows), raw
 
 

@@ -43,3 +43,32 @@ def test_reward_steering_raises_the_reward(gen):
         ORACLE, reward, ORACLE.sample_x0(32, gen), GRID, Euler(), eta=0.2, iterations=10
     )
     assert res.history[-1] > res.history[0] + 1.0
+
+
+def test_reconstruct_a_run_and_cli(tiny_run, tmp_path):
+    import numpy as np
+
+    from flowmatch import api
+    from flowmatch.cli.main import main
+
+    targets = api.generate(tiny_run, 16, solver="euler", nfe=8, seed=5).samples
+    res = api.reconstruct(tiny_run, targets, nfe=8, iterations=5)
+    assert res.history[-1] < res.history[0] and res.samples.shape == targets.shape
+    np.savez(tmp_path / "t.npz", samples=targets.numpy())
+    out = tmp_path / "r.npz"
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tiny_run.directory),
+                "--target",
+                str(tmp_path / "t.npz"),
+                "--iterations",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert np.load(out)["history"].shape == (4,)

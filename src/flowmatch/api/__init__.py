@@ -24,6 +24,7 @@ from flowmatch.api.config import (
     stored_config,
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
+from flowmatch.api.flowopt import Reconstruction, reconstruct
 from flowmatch.api.grid import compute_grids
 from flowmatch.api.observe import load_observation, observe
 from flowmatch.api.prune import fit_pruning, pruned_run
@@ -57,6 +58,8 @@ __all__ = [
     "load_run",
     "prepare_dataset",
     "read_run_info",
+    "reconstruct",
+    "Reconstruction",
     "refine",
     "load_refiner",
     "resolve_config",
