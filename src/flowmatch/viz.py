@@ -46,13 +46,15 @@ def save_samples_png(
     reference: Tensor | np.ndarray | None = None,
     labels: Tensor | np.ndarray | None = None,
     title: str = "",
+    values: Tensor | np.ndarray | None = None,
 ) -> Path:
     """Write samples as a PNG: a scatter for vectors ``(N, D)``, an image grid for ``(N, C, H, W)``.
 
     Vectors with more than two features are drawn in the plane of the first two principal
     components of the reference (or of the samples without one), the same projection for both,
     with the explained variance on the axes. ``reference`` (held-out data) is drawn in grey
-    behind the samples; ``labels`` colour them.
+    behind the samples. Points are coloured by ``labels`` (classes) or, without labels, by
+    ``values`` ``(N,)`` (a continuous condition, with a colour bar).
     """
     plt = _pyplot()
     x = _array(samples)
@@ -69,7 +71,11 @@ def save_samples_png(
             r = (ref - mean) @ comps
             ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", label="held-out data")
         p = (flat - mean) @ comps
-        if labels is None:
+        if labels is None and values is not None:
+            v = _array(values).reshape(-1)
+            points = ax.scatter(p[:, 0], p[:, 1], s=1, c=v, cmap="twilight", label="samples")
+            fig.colorbar(points, ax=ax, shrink=0.7)
+        elif labels is None:
             ax.scatter(p[:, 0], p[:, 1], s=1, color="C0", label="samples")
         else:
             ax.scatter(p[:, 0], p[:, 1], s=1, c=_array(labels), cmap="tab10", label="samples")

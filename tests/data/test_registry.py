@@ -48,6 +48,7 @@ def test_builtin_names():
         "moons",
         "circles",
         "spirals",
+        "8gaussians_angle",
         "digits",
     }
 

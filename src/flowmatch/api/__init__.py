@@ -17,7 +17,10 @@ source, path and sampling defaults), :mod:`~flowmatch.api.sample` and
 from flowmatch.api.config import (
     DATA_SEED,
     Resolved,
+    check_same_data,
+    data_fingerprint,
     load_data,
+    load_run_data,
     read_run_info,
     resolve_config,
     resume_config,
@@ -31,7 +34,13 @@ from flowmatch.api.prune import fit_pruning, pruned_run
 from flowmatch.api.refine import load_refiner, refine
 from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
-from flowmatch.api.sample import SampleResult, generate, guided_field, sampling_plan
+from flowmatch.api.sample import (
+    SampleResult,
+    generate,
+    guided_field,
+    sample_condition,
+    sampling_plan,
+)
 from flowmatch.api.search import SearchOutput, search
 from flowmatch.api.train import prepare_dataset, train_run
 
@@ -44,7 +53,9 @@ __all__ = [
     "SearchOutput",
     "Scorer",
     "assemble_run",
+    "check_same_data",
     "compute_grids",
+    "data_fingerprint",
     "data_info",
     "evaluate",
     "flow_metrics",
@@ -56,6 +67,7 @@ __all__ = [
     "load_observation",
     "observe",
     "load_run",
+    "load_run_data",
     "prepare_dataset",
     "read_run_info",
     "reconstruct",
@@ -65,6 +77,7 @@ __all__ = [
     "resolve_config",
     "resume_config",
     "run_along",
+    "sample_condition",
     "sampling_plan",
     "search",
     "stored_config",

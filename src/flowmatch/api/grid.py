@@ -19,6 +19,7 @@ from flowmatch.interfaces import cond_to
 from flowmatch.sampling.boss import boss_grids
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig
 from flowmatch.solvers.context import bind_sampler
+from flowmatch.train.lock import RunLock
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.io import atomic_write_text
 from flowmatch.utils.options import OptionError
@@ -67,6 +68,7 @@ def compute_grids(
     ):
         raise OptionError("solver", f"must be a fixed-step ODE sampler, got {solver!r}")
     check_positive_int(num_samples, "num_samples")
+    check_positive_int(seed, "seed", minimum=0)
     steps = {}
     for k in nfe:
         SAMPLERS.config(solver, nfe=k)  # the NFE must fit the solver's stages
@@ -96,11 +98,12 @@ def compute_grids(
 
 def _store(run: Run, solver: str, grids: dict[int, tuple[list[float], float]], meta: dict) -> None:
     assert run.directory is not None
-    data = read_grids(run)
-    boss = data.setdefault("boss", {})
-    for steps, (values, cost) in grids.items():
-        boss[grid_key(solver, steps)] = {"grid": values, "cost": cost, "step": run.step, **meta}
-    atomic_write_text(run.directory / GRIDS_FILE, json.dumps(data, indent=2))
+    with RunLock(run.directory):  # one writer per run directory: read, merge, write
+        data = read_grids(run)
+        boss = data.setdefault("boss", {})
+        for steps, (values, cost) in grids.items():
+            boss[grid_key(solver, steps)] = {"grid": values, "cost": cost, "step": run.step, **meta}
+        atomic_write_text(run.directory / GRIDS_FILE, json.dumps(data, indent=2))
 
 
 __all__ = ["METHODS", "compute_grids"]

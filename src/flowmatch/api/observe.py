@@ -133,6 +133,7 @@ def observe(
         >>> res = observe(run, values, mask=mask)  # doctest: +SKIP
     """
     check_positive_int(samples_per_observation, "samples_per_observation")
+    check_positive_int(seed, "seed", minimum=0)
     op, y = model_space_observation(run, values, mask=mask, factor=factor)
     k = samples_per_observation
     if k > 1:

@@ -8,11 +8,12 @@ from dataclasses import replace
 
 import torch
 
-from flowmatch.api.config import load_data
+from flowmatch.api.config import load_run_data
 from flowmatch.api.run import Run
 from flowmatch.api.train import prepare_dataset
 from flowmatch.sampling.pruning import PrunedGaussian, fit_sparse_axes
 from flowmatch.sources import GaussianSource
+from flowmatch.train.lock import RunLock
 from flowmatch.utils.io import atomic_write_text
 from flowmatch.utils.options import OptionError
 
@@ -36,7 +37,8 @@ def fit_pruning(
     """
     if type(run.source) is not GaussianSource:
         raise OptionError("source", f"pruning needs a N(0, I) source, the run has {run.source!r}")
-    train_ds, _ = load_data(run.config.data)
+    where = run.directory if run.directory is not None else "(live run)"
+    train_ds, _ = load_run_data(run.config, run.info, where)  # refuses changed data
     x = prepare_dataset(run.config, train_ds).x
     axes = fit_sparse_axes(x, threshold)
     dim = math.prod(run.sample_shape)
@@ -49,7 +51,8 @@ def fit_pruning(
     if save:
         if run.directory is None:
             raise OptionError("save", "needs a run loaded from a directory")
-        atomic_write_text(run.directory / PRUNING_FILE, json.dumps(info))
+        with RunLock(run.directory):  # one writer per run directory
+            atomic_write_text(run.directory / PRUNING_FILE, json.dumps(info))
     return info
 
 

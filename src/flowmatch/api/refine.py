@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowmatch.api.config import load_data
+from flowmatch.api.config import load_run_data
 from flowmatch.api.run import Run, load_run
 from flowmatch.api.train import prepare_dataset
 from flowmatch.sampling.flowturbo import RefinerStep, VelocityRefiner
@@ -45,7 +45,7 @@ def refine(
     from flowmatch.train import Trainer
 
     run = load_run(run_dir)
-    train_ds, _ = load_data(run.config.data)
+    train_ds, _ = load_run_data(run.config, run.info, run_dir)  # refuses changed data
     train_ds = prepare_dataset(run.config, train_ds)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from torch import Tensor
 from flowmatch.api.run import NOISE_CHUNK, Run
 from flowmatch.api.stored import stored_grid
 from flowmatch.guidance import ClassifierFreeGuidance
-from flowmatch.interfaces import Cond, cond_to, index_cond
+from flowmatch.interfaces import Cond, Condition, CondSpec, as_condition, cond_to, index_cond
 from flowmatch.solvers import solve
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, SamplerConfig
 from flowmatch.solvers.context import SamplingContext, bind_sampler
@@ -39,6 +39,8 @@ class SampleResult:
         seconds: wall time of the solves.
         solver: the sampler's name.
         guidance: the guidance scale used.
+        cond: the condition of each sample (``N`` rows, values in data space) when one was
+            given, else ``None``.
     """
 
     samples: Tensor
@@ -47,6 +49,7 @@ class SampleResult:
     seconds: float
     solver: str = ""
     guidance: float = 1.0
+    cond: Condition | None = None
 
 
 def sampling_plan(
@@ -185,14 +188,93 @@ def _grid_config(run: Run, grid: str | GridConfig | None, options: dict[str, Any
 
 
 def guided_field(run: Run, guidance: float) -> Any:
-    """``run.field`` with classifier-free guidance at ``guidance`` (1: the field itself)."""
+    """``run.field`` with classifier-free guidance at ``guidance`` (1: the field itself).
+
+    The null branch is the null condition of each kind the run takes: labels ->
+    ``run.num_classes``, values/context -> ``drop = True``.
+    """
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float):
+        raise OptionError("guidance", f"must be a number, got {guidance!r}")
+    if not math.isfinite(guidance):
+        raise OptionError("guidance", f"must be a finite number, got {guidance!r}")
     if guidance == 1.0:
         return run.field
-    if run.num_classes is None:
+    if not run.cond.conditional:
         raise OptionError(
-            "guidance", f"={guidance} needs a conditional model (trained with labels)"
+            "guidance",
+            f"={guidance} needs a conditional model (trained with labels or conditions)",
         )
     return ClassifierFreeGuidance(run.field, guidance, null_label=run.num_classes)
+
+
+def sample_condition(
+    run: Run, num_samples: int, cond: Cond
+) -> tuple[Condition | Tensor, Condition | Tensor]:
+    """Check a requested condition against ``run.cond`` and give one row per sample.
+
+    ``cond`` (class labels ``(M,)`` or a :class:`~flowmatch.interfaces.Condition`, values in
+    data space) has ``M`` rows: ``M == num_samples``, ``M == 1`` (one condition for all), or
+    ``M`` dividing ``num_samples`` (sample ``i`` takes row ``i % M``). It must carry exactly
+    the kinds the run was trained on.
+
+    Returns:
+        ``(model_cond, data_cond)``: ``num_samples`` rows each; ``model_cond`` has the values
+        standardised as in training (``run.values_standardizer``).
+
+    Raises:
+        OptionError: an unconditional run, kinds that differ from the run's, a number of rows
+            that does not fit ``num_samples``, labels outside the trained classes, values or
+            context of the wrong shape.
+        TypeError: ``cond`` is neither a tensor nor a ``Condition``.
+    """
+    c = as_condition(cond)
+    assert c is not None
+    spec = run.cond
+    if not spec.conditional:
+        raise OptionError("cond", "was given but the model is unconditional")
+    if set(c.kinds) != set(spec.kinds):
+        raise OptionError(
+            "cond",
+            f"must carry the kinds the run was trained on {list(spec.kinds)}, got {list(c.kinds)}",
+        )
+    rows = c.batch_size or 0
+    if rows < 1 or num_samples % rows:
+        raise OptionError(
+            "cond",
+            f"has {rows} rows; give num_samples = {num_samples} rows, one row for all samples, "
+            f"or a number of rows that divides {num_samples}",
+        )
+    _check_cond_shapes(c, spec)
+    data = c.map(lambda v: v[torch.arange(num_samples, device=v.device) % rows])
+    model = data
+    if data.values is not None and run.values_standardizer is not None:
+        model = replace(data, values=run.values_standardizer.transform(data.values))
+    if isinstance(cond, Tensor):
+        assert data.labels is not None
+        return data.labels, data.labels
+    return model, data
+
+
+def _check_cond_shapes(c: Condition, spec: CondSpec) -> None:
+    if c.labels is not None and spec.num_classes is not None and c.labels.numel():
+        lo, hi = int(c.labels.min()), int(c.labels.max())
+        if lo < 0 or hi >= spec.num_classes:
+            raise OptionError(
+                "cond",
+                f"labels must lie in [0, {spec.num_classes}) (the trained classes), got values "
+                f"in [{lo}, {hi}]",
+            )
+    if c.values is not None and c.values.shape[1] != spec.values_dim:
+        raise OptionError(
+            "cond",
+            f"values must have shape (M, C) = (M, {spec.values_dim}), got {tuple(c.values.shape)}",
+        )
+    if c.context is not None and tuple(c.context.shape[1:]) != spec.context_shape:
+        raise OptionError(
+            "cond",
+            f"context must have shape (M, *S) with S = {spec.context_shape}, got "
+            f"{tuple(c.context.shape)}",
+        )
 
 
 def sample_labels(run: Run, num_samples: int, label: int | None) -> Tensor | None:
@@ -221,6 +303,7 @@ def generate(
     grid: GridSpec | None = None,
     guidance: float | None = None,
     label: int | None = None,
+    cond: Cond = None,
     seed: int = 0,
     batch_size: int = 4096,
     solver_options: Mapping[str, Any] | None = None,
@@ -237,26 +320,38 @@ def generate(
         nfe: evaluations per sample for fixed-step samplers (a multiple of the stages).
         grid: grid name or config, explicit times, or ``None`` for ``sample.grid``.
         guidance: classifier-free guidance scale (1 = none); ``None``: ``sample.guidance``.
-        label: class of every sample (conditional models); ``None`` cycles through classes.
+        label: class of every sample (label-conditional models); ``None`` cycles through
+            the classes.
+        cond: the condition of the samples: class labels ``(M,)`` or a ``Condition`` (values
+            in data space, i.e. in the units of the training data), ``M = num_samples`` rows,
+            one row for all, or ``M`` dividing ``num_samples`` (cycled); see
+            :func:`sample_condition`. Required for runs conditioned on values or context.
         seed: noise seed; sample ``i`` depends only on ``(seed, i)``.
         batch_size: samples integrated at once.
         solver_options: options of the sampler (e.g. ``{"atol": 1e-4}`` for ``dopri5``).
         grid_options: options of the grid (e.g. ``{"shift": 2.0}`` for ``shifted``).
 
     Returns:
-        ``SampleResult`` with samples ``(N, *D)`` in data space.
+        ``SampleResult`` with samples ``(N, *D)`` in data space (and ``cond``, their
+        conditions, when ``cond`` was given).
+
+    Raises:
+        OptionError: bad sampler/grid options, ``label`` together with ``cond``, a run
+            conditioned on values/context without ``cond``, or a ``cond`` that does not fit
+            the run (see :func:`sample_condition`).
 
     Example:
         >>> res = generate(run, 1000, solver="heun", nfe=8)  # doctest: +SKIP
     """
     check_positive_int(num_samples, "num_samples")
     check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
     sampler, t_grid, config = sampling_plan(
         run, solver, nfe=nfe, grid=grid, solver_options=solver_options, grid_options=grid_options
     )
     scale = run.sample.guidance if guidance is None else guidance
     field = guided_field(run, scale)
-    labels = sample_labels(run, num_samples, label)
+    model_cond, data_cond, labels = _conditions(run, num_samples, label, cond)
     noise = run.noise(num_samples, seed=seed)
     noises = (
         step_noise(run, len(t_grid) - 1, num_samples, seed=seed) if sampler.stochastic else None
@@ -264,13 +359,36 @@ def generate(
     out, total_nfe, start = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, num_samples, batch_size):
-            cond: Cond = cond_to(index_cond(labels, slice(i, i + batch_size)), run.device)
+            c: Cond = cond_to(index_cond(model_cond, slice(i, i + batch_size)), run.device)
             steps = None if noises is None else noises[:, i : i + batch_size]
-            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=cond, noise=steps)
+            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c, noise=steps)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
     x = run.to_data_space(torch.cat(out).cpu())
-    return SampleResult(x, labels, total_nfe, time.perf_counter() - start, config.kind, scale)
+    seconds = time.perf_counter() - start
+    return SampleResult(x, labels, total_nfe, seconds, config.kind, scale, data_cond)
+
+
+def _conditions(
+    run: Run, num_samples: int, label: int | None, cond: Cond
+) -> tuple[Cond, Condition | None, Tensor | None]:
+    """``(model_cond, data_cond, labels)`` of a request: ``cond``, or labels from ``label``."""
+    if cond is None:
+        needs = [k for k in run.cond.kinds if k != "labels"]
+        if needs:
+            raise OptionError(
+                "cond",
+                f"is required: the run is conditioned on {needs}; pass e.g. "
+                "cond=Condition(values=...) with one row per sample (or one for all)",
+            )
+        labels = sample_labels(run, num_samples, label)
+        return labels, None, labels
+    if label is not None:
+        raise OptionError("label", f"= {label} given together with cond; put labels in cond")
+    model, data = sample_condition(run, num_samples, cond)
+    data_c = as_condition(data)
+    assert data_c is not None
+    return model, data_c, data_c.labels
 
 
 __all__ = [
@@ -278,6 +396,7 @@ __all__ = [
     "generate",
     "guided_field",
     "run_context",
+    "sample_condition",
     "sample_labels",
     "sampling_plan",
     "step_noise",

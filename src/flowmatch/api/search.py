@@ -80,6 +80,7 @@ def search(
         >>> out = search(run, 100, search="rbf", reward="distance", budget=50)  # doctest: +SKIP
     """
     check_positive_int(num_samples, "num_samples")
+    check_positive_int(seed, "seed", minimum=0)
     cfg = SEARCHES.config(search, **dict(search_options or {}))
     if search != "best_of_n" and type(run.source) is not GaussianSource:
         raise OptionError("search", f"{search!r} runs an SDE, which needs a N(0, I) source")

@@ -2,23 +2,35 @@
 
 Choices and help text come from the registries (``flowmatch.registry``): a plugin's sampler or
 metric shows up here without any edit. Errors exit with status 2 and one line naming the
-problem (``--debug`` shows the traceback).
+problem and the argument or config key (``--debug`` shows the traceback); argument errors
+too (no usage dump). An unexpected internal error exits with status 1, also in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 EXIT_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``flowmatch sample: error: argument --nfe: ...``."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -34,6 +46,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def _float_list(text: str) -> list[float]:
+    from flowmatch.times.grids import custom_grid
+
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -44,6 +58,10 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"a grid needs at least two times (e.g. 0,0.5,1), got {text!r}"
         )
+    try:
+        custom_grid(values)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("grid ", "the times ", 1)) from None
     return values
 
 
@@ -51,13 +69,29 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, why: str = "") -> Any:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def _seed(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
 
 
@@ -82,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     from flowmatch.config import schema  # noqa: F401  (registers the built-in components)
     from flowmatch.solvers.base import SAMPLERS
 
-    p = argparse.ArgumentParser(
-        prog="flowmatch", description="Train, sample and evaluate flow-matching models."
-    )
+    p = _Parser(prog="flowmatch", description="Train, sample and evaluate flow-matching models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument(
         "--threads",
@@ -109,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int, help="total training steps")
     t.add_argument("--out", default=None, help="run directory (default runs/<data>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its config, metrics, checkpoints, snapshots); "
+        "without it an existing run directory is refused",
+    )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples",
         type=_positive_int,
         default=None,
-        help="default 1000; with --observe: one per observation (give a multiple of their count)",
+        help="default: the rows of --cond (when it has more than one), else 1000; with "
+        "--observe: one per observation (give a multiple of their count)",
     )
     s.add_argument(
         "--solver",
@@ -154,7 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the run's sample.guidance)",
     )
     s.add_argument("--label", type=int, default=None, help="class of all samples")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--cond",
+        metavar="FILE.npz",
+        default=None,
+        help="conditions of the samples: arrays 'labels' (class ids), 'cond' (values, N x C, "
+        "in the data's units) and/or 'context' (N x S), N rows or one row for all; needed for "
+        "runs conditioned on values or context",
+    )
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     s.add_argument(
         "--along",
@@ -223,8 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--solver", type=_name_list, default=None, help=f"e.g. euler,midpoint (from {solvers})"
     )
-    e.add_argument("--num-samples", type=_positive_int, default=None)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--num-samples",
+        type=_int_at_least(2, " (a distance between sample sets needs two samples)"),
+        default=None,
+        help="generated samples per row (at most the held-out size)",
+    )
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--metrics", type=_name_list, default=None, help="metric names (default: all)")
     e.add_argument("--no-reference", action="store_true", help="skip the adaptive reference row")
     e.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
@@ -280,15 +332,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmatch.train.distributed import process_rank
 
     if args.resume:
-        if args.config or args.set or args.data or args.out:
+        given = [f for f, v in (("--config", args.config), ("--set", args.set),
+                                ("--data", args.data), ("--out", args.out),
+                                ("--overwrite", args.overwrite)) if v]  # fmt: skip
+        if given:
             raise ValueError(
                 "--resume continues a run with its stored config in its own directory; "
-                "drop --config/--set/--data/--out"
+                f"drop {'/'.join(given)}"
             )
-        cfg, _ = api.resume_config(args.resume, steps=args.steps)
-        train_ds, test_ds = api.load_data(cfg.data)
+        cfg, info = api.resume_config(args.resume, steps=args.steps)
+        train_ds, test_ds = api.load_run_data(cfg, info, args.resume)
         out, notes = Path(args.resume), []
     else:
+        _check_flag_conflicts(args)
         cfg, train_ds, test_ds = resolved = api.resolve_config(
             config_file=args.config, overrides=args.set, data=args.data, steps=args.steps
         )
@@ -308,9 +364,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"training on {train_ds.name} ({len(train_ds)} samples, shape "
             f"{train_ds.sample_shape}) -> {out}"
         )
-    api.train_run(
-        cfg, train_ds, out_dir=out, test_ds=test_ds, callbacks=callbacks, resume=bool(args.resume)
+    result = api.train_run(
+        cfg,
+        train_ds,
+        out_dir=out,
+        test_ds=test_ds,
+        callbacks=callbacks,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
     )
+    if result.wall_time == 0.0 and args.resume:
+        if rank0:
+            print(f"{out} is already at step {result.step} = train.steps: nothing to do")
+        return 0
     if rank0:
         written = [out / "config.json", out / "metrics.jsonl", out / "checkpoints"]
         written += [p for p in [out / "samples.png"] if p.exists()]
@@ -318,10 +384,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_flag_conflicts(args: argparse.Namespace) -> None:
+    """A flag and a ``--set`` of the same key with different values: say so, don't pick one."""
+    from flowmatch.config.schema import overrides_dict
+
+    sets = overrides_dict(args.set)
+    pairs = (
+        ("--steps", args.steps, "train", "steps"),
+        ("--data", args.data, "data", "name"),
+    )
+    for flag, value, section, key in pairs:
+        table = sets.get(section)
+        if value is None or not isinstance(table, dict) or key not in table:
+            continue
+        if table[key] != value:
+            raise ValueError(
+                f"{flag} {value} conflicts with --set {section}.{key}={table[key]}; give one"
+            )
+
+
+#: API option keys -> the ``sample``/``eval`` arguments that set them (for messages).
+_SAMPLE_FLAGS = {
+    "nfe": "--nfe",
+    "solver": "--solver",
+    "guidance": "--guidance",
+    "label": "--label",
+    "num_samples": "--num-samples",
+}
+_EVAL_FLAGS = {
+    "nfe": "--nfe",
+    "solvers": "--solver",
+    "num_samples": "--num-samples",
+    "metrics": "--metrics",
+    "reference": "eval.reference",
+}
+
+
+def _as_cli_error(err: Exception, flags: dict[str, str], prefixes: dict[str, str]) -> Exception:
+    """An API ``OptionError`` re-worded with the CLI argument that set the key."""
+    from flowmatch.utils.options import OptionError
+
+    if not isinstance(err, OptionError) or not err.key:
+        return err
+    key = err.key.removeprefix("sample.")
+    head, _, rest = key.partition(".")
+    if key in flags:
+        flag = flags[key]
+    elif rest and head in prefixes:
+        flag = f"{prefixes[head]} {head}.{rest}"
+    elif head in prefixes and not rest:
+        flag = prefixes[head]
+    else:
+        return err
+    reason = err.reason
+    if flag == "--grid-values":
+        reason = reason.removeprefix("values ")
+    text = f"{flag} {reason[1:].lstrip()}" if reason.startswith("=") else f"{flag} {reason}"
+    # The API's own spelling of the budget, in the arguments' spelling.
+    return ValueError(re.sub(r"\bnfe=(\d+)", r"--nfe \1", text))
+
+
 def _sampling_request(args: argparse.Namespace) -> dict[str, Any]:
     """``api.generate`` keywords from ``sample`` arguments (``--opt`` is checked by registry)."""
     from flowmatch.config.schema import ConfigError, overrides_dict
 
+    for item in args.opt:
+        if "=" not in item:
+            raise ConfigError("--opt", f"expects solver.KEY=VALUE or grid.KEY=VALUE, got {item!r}")
     opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
     opts = {k: v for k, v in opts.items() if k not in ("search", "reward")}
     unknown = sorted(set(opts) - {"solver", "grid"})
@@ -343,16 +472,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from flowmatch import api
+    from flowmatch.solvers.base import SAMPLERS
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .npz or .png file name")
+    _refuse_run_files(out, args.run_dir)
+    _refuse_run_files(out.with_suffix(".npz"), args.run_dir)
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
+    kind = args.solver or run.sample.solver.kind
+    if args.nfe is not None and kind in SAMPLERS.names() and SAMPLERS[kind].adaptive:
+        raise ValueError(
+            f"--nfe {args.nfe} does not apply to {kind}, which is adaptive and chooses its own "
+            "steps (the NFE it spent is reported); drop --nfe, or set its tolerance with "
+            "--opt solver.atol=... --opt solver.rtol=..."
+        )
     if args.along is not None:
         run = api.run_along(run, args.along)
     if args.prune:
         run = api.pruned_run(run)
     run = _composite(run, args)
+    if args.cond is not None and (args.search is not None or args.observe is not None):
+        raise ValueError(
+            f"--cond does not apply with {'--search' if args.search else '--observe'} "
+            "(these take --label for label-conditional runs)"
+        )
     if args.search is not None:
         res = _search(run, args)
     elif args.reward is not None or args.budget is not None:
@@ -362,23 +508,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         if args.observe_method != "project":
             raise ValueError("--observe-method needs --observe")
-        res = api.generate(
-            run,
-            args.num_samples or 1000,
-            guidance=args.guidance,
-            label=args.label,
-            seed=args.seed,
-            **_sampling_request(args),
-        )
-    args.num_samples = len(res.samples)
+        cond, num_samples = _condition_request(args)
+        request = _sampling_request(args)
+        flags = {**_SAMPLE_FLAGS, "grid": "--grid-values" if args.grid_values else "--grid"}
+        for part in ("solver", "grid"):  # an option given as --opt grid.shift=2 is named so
+            flags.update({k: f"--opt {part}.{k}" for k in request[f"{part}_options"] or {}})
+        try:
+            res = api.generate(
+                run,
+                num_samples,
+                guidance=args.guidance,
+                label=args.label,
+                cond=cond,
+                seed=args.seed,
+                **request,
+            )
+        except ValueError as err:
+            raise _as_cli_error(err, flags, {"solver": "--opt", "grid": "--opt"}) from None
+    num_samples = args.num_samples = len(res.samples)
     out.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
-    if getattr(res, "rewards", None) is not None:
-        arrays["rewards"] = res.rewards.numpy()
-    if res.labels is not None:
-        arrays["labels"] = res.labels.numpy()
     npz = out.with_suffix(".npz")
-    np.savez(npz, **arrays)  # type: ignore[arg-type]
+    with _atomic_output(npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **_sample_arrays(res))  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
@@ -394,8 +545,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
             )
             if x
         )
-        save_samples_png(res.samples, out, labels=res.labels, title=title)
-        print(f"wrote {out} and {npz} ({args.num_samples} samples, NFE {res.nfe})")
+        values = None if res.cond is None or res.cond.values is None else res.cond.values[:, 0]
+        with _atomic_output(out) as tmp:
+            save_samples_png(res.samples, tmp, labels=res.labels, title=title, values=values)
+        print(f"wrote {out} and {npz} ({num_samples} samples, NFE {res.nfe})")
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
@@ -469,6 +622,7 @@ def _search(run: Any, args: argparse.Namespace) -> Any:
         seconds=res.seconds,
         solver=args.search,
         guidance=args.guidance or 1.0,
+        cond=None,
     )
 
 
@@ -502,27 +656,98 @@ def _observe(run: Any, args: argparse.Namespace) -> Any:
     )
 
 
+def _sample_arrays(res: Any) -> dict[str, Any]:
+    """What ``sample`` saves: the samples and, per sample, its labels and conditions."""
+    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
+    if getattr(res, "rewards", None) is not None:  # inference-time search
+        arrays["rewards"] = res.rewards.numpy()
+    if res.labels is not None:
+        arrays["labels"] = res.labels.numpy()
+    if res.cond is not None:  # each sample with its condition, in the file's units
+        for key, part in (("cond", res.cond.values), ("context", res.cond.context)):
+            if part is not None:
+                arrays[key] = part.numpy()
+    return arrays
+
+
+def _condition_request(args: argparse.Namespace) -> tuple[Any, int]:
+    """The ``--cond`` file as a ``Condition`` (or ``None``) and the number of samples."""
+    if args.cond is None:
+        return None, args.num_samples or 1000
+    from flowmatch.data.files import read_condition_file
+
+    cond = read_condition_file(args.cond)
+    rows = cond.batch_size or 0
+    return cond, args.num_samples or (rows if rows > 1 else 1000)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write ``path`` into, renamed onto it when the block succeeds."""
+    from flowmatch.utils.io import TMP_PREFIX, write_error
+
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _refuse_run_files(out: Path, run_dir: str) -> None:
+    """An output must not replace what the run is made of (config, metrics, checkpoints)."""
+    run = Path(run_dir).resolve()
+    target = out.resolve()
+    protected = [run / "config.json", run / "metrics.jsonl", run / ".lock"]
+    if target in protected or run / "checkpoints" in target.parents:
+        raise ValueError(f"--out {str(out)!r} would overwrite a file of run {run_dir!r}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """``flowmatch eval``."""
     from flowmatch import api
     from flowmatch.cli.report import print_eval, save_eval_plot
+    from flowmatch.utils.io import atomic_write_text
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
+    if out.suffix != ".json":
+        raise ValueError(
+            f"--out must end in .json (the plot is written beside it as .png), got {str(out)!r}"
+        )
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .json file name")
+    _refuse_run_files(out, args.run_dir)
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
-    train_ds, test_ds = api.load_data(run.config.data)
-    report = api.evaluate(
-        run,
-        test_ds,
-        nfe=args.nfe,
-        solvers=args.solver,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        reference=None if args.no_reference else "default",
-        train_ds=train_ds,
-        metrics=args.metrics,
+    _check_metric_names(args.metrics)
+    train_ds, test_ds = api.load_run_data(run.config, run.info, args.run_dir)
+    try:
+        report = api.evaluate(
+            run,
+            test_ds,
+            nfe=args.nfe,
+            solvers=args.solver,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            reference=None if args.no_reference else "default",
+            train_ds=train_ds,
+            metrics=args.metrics,
+        )
+    except ValueError as err:
+        raise _as_cli_error(err, _EVAL_FLAGS, {}) from None
+    ec = run.config.eval
+    _eval_notes(
+        ec.nfe if args.nfe is None else args.nfe,
+        ec.solvers if args.solver is None else args.solver,
+        "--num-samples" if args.num_samples is not None else "eval.num_samples",
+        ec.num_samples if args.num_samples is None else args.num_samples,
+        len(test_ds),
     )
     print_eval(run, report)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
-    out.write_text(json.dumps(report, indent=2))
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=2))
     written = [str(out), *save_eval_plot(run, report, out.with_suffix(".png"))]
     print("wrote " + ", ".join(written))
     return 0
@@ -588,6 +813,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from flowmatch import api
 
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out must end in .npz, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .npz file name")
+    _refuse_run_files(out, args.run_dir)
     run = api.load_run(args.run_dir)
     with np.load(args.target) as data:
         if "samples" not in data.files:
@@ -596,17 +827,48 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     res = api.reconstruct(
         run, targets, solver=args.solver, nfe=args.nfe, iterations=args.iterations, eta=args.eta
     )
-    np.savez(
-        args.out,
-        samples=res.samples.numpy(),
-        noise=res.noise.numpy(),
-        history=np.array(res.history),
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_output(out) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f, samples=res.samples.numpy(), noise=res.noise.numpy(), history=np.array(res.history)
+        )
     print(
         f"reconstruction error {res.history[0]:.4g} (naive inversion) -> {res.history[-1]:.4g} "
         f"after {args.iterations} FlowOpt steps (eta {res.eta:.3g}, {res.nfe} NFE); wrote {args.out}"
     )
     return 0
+
+
+def _check_metric_names(names: Sequence[str] | None) -> None:
+    from flowmatch.metrics.registry import METRICS
+
+    for name in names or ():
+        if name not in METRICS.names():
+            raise ValueError(f"--metrics: unknown metric {name!r}; choose from {METRICS.names()}")
+
+
+def _eval_notes(
+    nfe: Sequence[int], solvers: Sequence[str], source: str, n: int, held_out: int
+) -> None:
+    """One stderr line per eval request that is honoured differently from how it reads."""
+    from flowmatch.solvers.base import SAMPLERS
+
+    for name in solvers:
+        if name not in SAMPLERS.names():
+            continue  # refused with the valid names by evaluate()
+        stages = SAMPLERS[name].stages
+        skipped = [k for k in nfe if k % stages]
+        if skipped and len(skipped) < len(nfe):
+            print(
+                f"note: {name} skips --nfe {','.join(map(str, skipped))} (not a multiple of its "
+                f"{stages} evaluations per step)",
+                file=sys.stderr,
+            )
+    if n > held_out:
+        print(
+            f"note: {source} {n} is more than the {held_out} held-out samples; using {held_out}",
+            file=sys.stderr,
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -634,7 +896,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `flowmatch ... | head` ends quietly, as Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argument errors (one line, see _Parser) and --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
@@ -655,8 +920,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as e:
         if args.debug:
             raise
-        print(f"flowmatch {args.command}: error: {e}", file=sys.stderr)
+        print(f"flowmatch {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on --debug
+        if args.debug:
+            raise
+        print(
+            f"flowmatch {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (library messages are one line; PyTorch's may not be)."""
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

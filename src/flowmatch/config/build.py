@@ -31,21 +31,28 @@ INIT_STREAM = 0x1217
 
 
 def cond_spec(cfg: ModelConfig, dataset: ArrayDataset) -> CondSpec:
-    """What the model is conditioned on: the data's labels unless ``model.conditional = "no"``.
+    """What the model is conditioned on: every condition the data carries.
+
+    Labels, continuous values and context, unless ``model.conditional = "no"``, which drops
+    all of them.
 
     Raises:
-        OptionError: ``model.conditional = "yes"`` on data without labels.
+        OptionError: ``model.conditional = "yes"`` on data without any condition.
     """
-    labelled = dataset.labels is not None
-    if cfg.conditional == "yes" and not labelled:
+    if cfg.conditional == "yes" and not dataset.cond_kinds:
         raise OptionError(
             "model.conditional",
-            f"is 'yes' but dataset {dataset.name!r} has no labels (for CSV data set "
-            "data.label_column)",
+            f"is 'yes' but dataset {dataset.name!r} has no labels or conditions (for CSV data "
+            "set data.label_column or data.cond_columns; for .npz store 'labels', 'cond' or "
+            "'context')",
         )
-    if cfg.conditional == "no" or not labelled:
+    if cfg.conditional == "no":
         return CondSpec()
-    return CondSpec(num_classes=dataset.num_classes)
+    return CondSpec(
+        num_classes=dataset.num_classes if dataset.labels is not None else None,
+        values_dim=None if dataset.values is None else int(dataset.values.shape[1]),
+        context_shape=None if dataset.context is None else tuple(dataset.context.shape[1:]),
+    )
 
 
 def build_model(

@@ -37,12 +37,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 WARMUP_FRACTION = 0.1
 
 
-def preset_for(kind: str, user: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+def preset_for(
+    kind: str, user: dict[str, Any] | None = None, *, cond_kinds: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """The preset of a data kind, scaled to the user's run, and notes saying what it sets.
+
+    The 2-D preset's ``model.conditional = "no"`` is about the component labels of the
+    built-in toys; data carrying continuous values or context (e.g. ``8gaussians_angle``)
+    carries them to be conditioned on, so there that key is left out.
 
     Args:
         kind: the data kind (``"2d"``, ``"tabular"``, ``"image"``; others have no preset).
         user: the user's raw config (file and overrides), which the preset yields to.
+        cond_kinds: the conditioning kinds the data carries (``ArrayDataset.cond_kinds``).
 
     Returns:
         ``(preset, notes)``: the preset dict (to merge *below* ``user``) and one note per key
@@ -50,6 +57,8 @@ def preset_for(kind: str, user: dict[str, Any] | None = None) -> tuple[dict[str,
     """
     user = user or {}
     preset = {section: dict(values) for section, values in PRESETS.get(kind, {}).items()}
+    if {"values", "context"} & set(cond_kinds) and "model" in preset:
+        preset["model"].pop("conditional", None)
     train = preset.get("train", {})
     steps = (user.get("train") or {}).get("steps", train.get("steps"))
     if "warmup_steps" in train and isinstance(steps, int):

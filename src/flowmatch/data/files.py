@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from flowmatch.data.labels import encode_labels
+from flowmatch.interfaces import Condition
 
 if TYPE_CHECKING:  # Pillow is an optional dependency, imported where images are read
     from PIL.Image import Image as PILImage
@@ -46,6 +47,7 @@ __all__ = [
     "load_csv",
     "load_image_folder",
     "read_array_file",
+    "read_condition_file",
     "read_csv_table",
     "read_image_folder",
 ]
@@ -57,6 +59,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
 
 _DATA_KEYS = ("x", "data")
 _LABEL_KEYS = ("labels", "y")
+# Condition arrays of an .npz next to x/labels: continuous values (N, C) and context (N, *S).
+_COND_KEYS = ("cond", "context")
 # Pillow mode -> number of channels, for the 8-bit modes kept as they are when grayscale=None.
 _NATIVE_MODES = {"1": 1, "L": 1, "RGB": 3, "RGBA": 4}
 # 16-bit grayscale (PNG): one channel, x = v / 32767.5 - 1.
@@ -151,6 +155,8 @@ def _to_float32(x: np.ndarray, what: str) -> np.ndarray:
     # Values beyond the float32 range (|x| > 3.4e38) become inf in the cast: reported, not hidden.
     with np.errstate(over="ignore"):
         x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if not x32.flags.writeable:  # a read-only buffer: torch.from_numpy would warn on stderr
+        x32 = x32.copy()
     _check_finite_array(x32, f"{what} converted to float32 (|values| must be < 3.4e38)")
     return x32
 
@@ -246,8 +252,13 @@ def _check_format(p: Path, suffix: str) -> None:
     raise ValueError(f"{fail}: not a NumPy file (it does not start with {expected})")
 
 
-def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None, str, str | None]:
-    """``(x, labels, x_key, labels_key)`` of an ``.npz``, reading only the members used."""
+def _read_npz(
+    p: Path,
+) -> tuple[np.ndarray, np.ndarray | None, str, str | None, dict[str, np.ndarray]]:
+    """``(x, labels, x_key, labels_key, conditions)`` of an ``.npz``, reading the members used.
+
+    ``conditions`` holds the arrays stored under ``"cond"`` and ``"context"``.
+    """
     try:
         archive = zipfile.ZipFile(p)
     except _ZIP_ERRORS as err:
@@ -270,22 +281,24 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None, str, str | None]:
         x_key = _unique_key(keys, _DATA_KEYS, p)
         y_key = _unique_key(keys, _LABEL_KEYS, p)
         if x_key is None:
-            rest = [k for k in keys if k != y_key]
+            rest = [k for k in keys if k != y_key and k not in _COND_KEYS]
             if len(rest) != 1:
                 raise ValueError(
                     f"{p} must store the samples under 'x' or 'data' (or hold a single "
                     f"array), got keys {keys}"
                 )
             x_key = rest[0]
-        unknown = sorted(set(keys) - {x_key, y_key})
+        unknown = sorted(set(keys) - {x_key, y_key, *_COND_KEYS})
         if unknown:
             raise ValueError(
-                f"{p} has unexpected keys {unknown}; expected samples under {x_key!r} and "
-                f"optional labels under one of {list(_LABEL_KEYS)}"
+                f"{p} has unexpected keys {unknown}; expected samples under {x_key!r}, "
+                f"optional labels under one of {list(_LABEL_KEYS)} and optional conditions "
+                f"under {list(_COND_KEYS)}"
             )
         x = _read_member(archive, members[x_key], p)
         y = None if y_key is None else _read_member(archive, members[y_key], p)
-    return x, y, x_key, y_key
+        conds = {k: _read_member(archive, members[k], p) for k in _COND_KEYS if k in members}
+    return x, y, x_key, y_key, conds
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> np.ndarray:
@@ -310,11 +323,45 @@ class ArrayFile:
         labels: int64 ``(N,)`` class indices ``0..K-1`` or ``None``.
         class_names: the original label value of each class ``0..K-1`` (empty when
             unlabelled).
+        values: continuous conditions float32 ``(N, C)`` (``.npz`` key ``"cond"``) or ``None``.
+        context: context tensors float32 ``(N, *S)`` (``.npz`` key ``"context"``) or ``None``.
     """
 
     x: Tensor
     labels: Tensor | None
     class_names: list = field(default_factory=list)
+    values: Tensor | None = None
+    context: Tensor | None = None
+
+
+def _condition_arrays(
+    conds: dict[str, np.ndarray], n: int | None, p: Path
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(values (N, C), context (N, *S))`` from the ``cond``/``context`` arrays of ``p``.
+
+    ``n`` is the required number of rows (``None``: any, the same for both).
+    """
+    out: list[Tensor | None] = []
+    for key, shape in (("cond", "(N, C)"), ("context", "(N, *S)")):
+        arr = conds.get(key)
+        if arr is None:
+            out.append(None)
+            continue
+        what = f"condition array {key!r} in {p}"
+        if key == "cond" and arr.ndim == 1:
+            raise ValueError(f"{what} must have shape {shape}, got {arr.shape}; reshape to (N, 1)")
+        if key == "cond" and arr.ndim != 2:
+            raise ValueError(f"{what} must have shape {shape}, got {arr.shape}")
+        if n is not None and arr.ndim >= 1 and arr.shape[0] != n:
+            raise ValueError(f"{what} must have {n} rows (one per sample), got shape {arr.shape}")
+        out.append(_features_to_tensor(arr, what))
+    values, context = out
+    if values is not None and context is not None and len(values) != len(context):
+        raise ValueError(
+            f"condition arrays 'cond' and 'context' in {p} must have the same number of rows, "
+            f"got {len(values)} and {len(context)}"
+        )
+    return values, context
 
 
 def read_array_file(path: str | os.PathLike[str]) -> ArrayFile:
@@ -339,15 +386,16 @@ def read_array_file(path: str | os.PathLike[str]) -> ArrayFile:
         with p.open("rb") as fh:
             arr = _read_npy(fh, p.stat().st_size, f"cannot read {str(p)!r} as .npy")
         return ArrayFile(_features_to_tensor(arr, f"array in {p}"), None, [])
-    x_np, y_np, x_key, y_key = _read_npz(p)
+    x_np, y_np, x_key, y_key, conds = _read_npz(p)
     x = _features_to_tensor(x_np, f"array {x_key!r} in {p}")
+    values, context = _condition_arrays(conds, len(x), p)
     if y_np is None:
-        return ArrayFile(x, None, [])
+        return ArrayFile(x, None, [], values, context)
     what = f"labels {y_key!r} in {p}"
     if y_np.shape != (len(x),):
         raise ValueError(f"{what} must have shape (N,) = ({len(x)},), got {y_np.shape}")
     labels, class_names = encode_labels(y_np, what)
-    return ArrayFile(x, labels, class_names)
+    return ArrayFile(x, labels, class_names, values, context)
 
 
 def load_array_file(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor | None]:
@@ -355,7 +403,10 @@ def load_array_file(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor | None
 
     ``.npy``: the array is ``x``. ``.npz``: ``x`` is the array stored under ``"x"`` or
     ``"data"`` (or the only array in the file); labels, optional, are stored under
-    ``"labels"`` or ``"y"``. Any other key is an error. Boolean samples become ``0.0``/``1.0``;
+    ``"labels"`` or ``"y"``; continuous conditions ``(N, C)``, optional, under ``"cond"``
+    and context tensors ``(N, *S)`` under ``"context"`` (returned by :func:`read_array_file`
+    as :attr:`ArrayFile.values` / :attr:`ArrayFile.context`, one row per sample, finite).
+    Any other key is an error. Boolean samples become ``0.0``/``1.0``;
     complex, text, date and structured arrays are refused. Pickled (object) arrays are refused:
     the file is read with ``allow_pickle=False``. Labels are integers (of any width, negative
     ones included), booleans, or floats holding exact integers; they are remapped to
@@ -390,6 +441,58 @@ def load_array_file(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor | None
     return arrays.x, arrays.labels
 
 
+def read_condition_file(path: str | os.PathLike[str]) -> Condition:
+    """Read the conditions of samples to generate from an ``.npz`` (``flowmatch sample --cond``).
+
+    The archive holds one or more of: ``"labels"`` (class ids ``(N,)``, integers, the trained
+    classes ``0..K-1``; not remapped), ``"cond"`` (continuous values ``(N, C)``, in data
+    space: the units of the training file) and ``"context"`` (``(N, *S)``). All have the same
+    number of rows ``N``; one row stands for every sample. Read with the same safeguards as
+    :func:`read_array_file` (no pickles, sizes checked before reading).
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        A :class:`~flowmatch.interfaces.Condition` (values and context float32).
+
+    Raises:
+        TypeError: ``path`` is not a str/PathLike.
+        ValueError: not a readable ``.npz``, no or unknown keys, labels that are not integer
+            ``(N,)``, values not ``(N, C)``, rows that differ, non-finite values.
+    """
+    p = _as_path(path)
+    if p.suffix.lower() != ".npz":
+        raise ValueError(f"condition file {str(p)!r} must be an .npz (arrays labels/cond/context)")
+    _existing(p, folder=False)
+    _check_format(p, ".npz")
+    allowed = ("labels", *_COND_KEYS)
+    try:
+        archive = zipfile.ZipFile(p)
+    except _ZIP_ERRORS as err:
+        raise ValueError(
+            f"cannot read {str(p)!r} as .npz: not a readable zip archive ({err})"
+        ) from err
+    with archive:
+        members = {i.filename.removesuffix(".npy"): i for i in archive.infolist()}
+        unknown = sorted(set(members) - set(allowed))
+        if unknown or not members:
+            raise ValueError(
+                f"condition file {p} must hold arrays named {list(allowed)}, got {sorted(members)}"
+            )
+        arrays = {k: _read_member(archive, info, p) for k, info in members.items()}
+    labels_np = arrays.pop("labels", None)
+    n = None if labels_np is None else (len(labels_np) if labels_np.ndim else 0)
+    if labels_np is not None and (labels_np.ndim != 1 or labels_np.dtype.kind not in "iu"):
+        raise ValueError(
+            f"labels in {p} must be integer class ids of shape (N,), got shape "
+            f"{labels_np.shape} dtype {labels_np.dtype}"
+        )
+    values, context = _condition_arrays(arrays, n, p)
+    labels = None if labels_np is None else torch.from_numpy(labels_np.astype(np.int64))
+    return Condition(labels=labels, values=values, context=context)
+
+
 # --------------------------------------------------------------------------- CSV
 
 
@@ -403,12 +506,16 @@ class CsvTable:
         columns: the ``F`` feature column names, in file order (``"column i"`` without header).
         class_names: the original label value of each class ``0..K-1`` (empty when
             unlabelled).
+        values: the ``cond_columns`` as continuous conditions, float32 ``(N, C)``, or ``None``.
+        cond_columns: the names of those ``C`` columns, in the order given.
     """
 
     x: Tensor
     labels: Tensor | None
     columns: list[str]
     class_names: list = field(default_factory=list)
+    values: Tensor | None = None
+    cond_columns: list[str] = field(default_factory=list)
 
 
 def _is_number(cell: str) -> bool:
@@ -507,22 +614,84 @@ def _csv_rows(p: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def read_csv_table(path: str | os.PathLike[str], *, label_column: str | None = None) -> CsvTable:
+def _column_index(columns: list[str], name: str, key: str, p: Path) -> int:
+    """The position of header ``name`` (``key`` names the option asking, e.g. label_column)."""
+    matches = [i for i, c in enumerate(columns) if c == name]
+    if len(matches) != 1:
+        problem = "is not a column" if not matches else "names several columns"
+        raise ValueError(f"{key}={name!r} {problem} of {p}; columns: {columns}")
+    return matches[0]
+
+
+def _column_roles(
+    columns: list[str],
+    has_header: bool,
+    label_column: str | None,
+    cond_names: list[str],
+    p: Path,
+) -> tuple[int | None, list[int], list[int]]:
+    """``(label_idx, cond_idx, feature_idx)``: which columns are label, conditions, features."""
+    for key, name in [("label_column", label_column)] + [("cond_columns", c) for c in cond_names]:
+        if name is not None and not has_header:
+            raise ValueError(
+                f"{key}={name!r} needs a header row, but the first row of {p} "
+                "is numeric; add a header line naming the columns"
+            )
+    label_idx = None
+    if label_column is not None:
+        label_idx = _column_index(columns, label_column, "label_column", p)
+    cond_idx = [_column_index(columns, c, "cond_columns", p) for c in cond_names]
+    feature_idx = [i for i in range(len(columns)) if i != label_idx and i not in cond_idx]
+    if not feature_idx:
+        raise ValueError(
+            f"{p} has no feature columns besides label_column={label_column!r}"
+            + (f" and cond_columns={cond_names}" if cond_names else "")
+        )
+    return label_idx, cond_idx, feature_idx
+
+
+def _check_cond_columns(cond_columns: Sequence[str] | None, label_column: str | None) -> list[str]:
+    if cond_columns is None:
+        return []
+    if isinstance(cond_columns, str) or not all(isinstance(c, str) for c in cond_columns):
+        raise TypeError(f"cond_columns must be a list of column names, got {cond_columns!r}")
+    names = list(cond_columns)
+    if len(set(names)) != len(names):
+        raise ValueError(f"cond_columns lists a column twice: {names}")
+    if label_column is not None and label_column in names:
+        raise ValueError(
+            f"column {label_column!r} is both label_column and one of cond_columns {names}"
+        )
+    return names
+
+
+def read_csv_table(
+    path: str | os.PathLike[str],
+    *,
+    label_column: str | None = None,
+    cond_columns: Sequence[str] | None = None,
+) -> CsvTable:
     """Read a CSV file like :func:`load_csv`, keeping the feature column and class names.
 
     Args:
         path: the ``.csv`` file.
         label_column: header name of the label column, or ``None`` for unlabelled data.
+        cond_columns: header names of continuous condition columns (e.g. ``["angle"]``),
+            taken out of the features into :attr:`CsvTable.values` (finite numbers, like
+            feature cells), or ``None``.
 
     Returns:
-        A :class:`CsvTable` ``(x, labels, columns, class_names)``.
+        A :class:`CsvTable` ``(x, labels, columns, class_names, values, cond_columns)``.
 
     Raises:
-        TypeError, ValueError: as :func:`load_csv`.
+        TypeError, ValueError: as :func:`load_csv`; besides, a ``cond_columns`` entry that is
+            not a column (or names several), is listed twice or is the ``label_column``,
+            ``cond_columns`` on a file without header.
     """
     p = _as_path(path)
     if label_column is not None and not isinstance(label_column, str):
         raise TypeError(f"label_column must be a str or None, got {type(label_column).__name__}")
+    cond_names = _check_cond_columns(cond_columns, label_column)
     _existing(p, folder=False)
     rows = _csv_rows(p)
     if not rows:
@@ -539,30 +708,22 @@ def read_csv_table(path: str | os.PathLike[str], *, label_column: str | None = N
                 f"{p}, line {line}: expected {len(columns)} cells like the first row, got "
                 f"{len(row)}"
             )
-    label_idx = None
-    if label_column is not None:
-        if not has_header:
-            raise ValueError(
-                f"label_column={label_column!r} needs a header row, but the first row of {p} "
-                "is numeric; add a header line naming the columns"
-            )
-        matches = [i for i, c in enumerate(columns) if c == label_column]
-        if len(matches) != 1:
-            problem = "is not a column" if not matches else "names several columns"
-            raise ValueError(f"label_column={label_column!r} {problem} of {p}; columns: {columns}")
-        label_idx = matches[0]
-    feature_idx = [i for i in range(len(columns)) if i != label_idx]
-    if not feature_idx:
-        raise ValueError(f"{p} has no feature columns besides label_column={label_column!r}")
+    label_idx, cond_idx, feature_idx = _column_roles(
+        columns, has_header, label_column, cond_names, p
+    )
     lines = [line for line, _ in body]
     feats = [_parse_column([r[i] for _, r in body], lines, columns[i], p) for i in feature_idx]
     x = torch.from_numpy(_to_float32(np.stack(feats, axis=1), f"table {p}"))
+    values: Tensor | None = None
+    if cond_idx:
+        conds = [_parse_column([r[i] for _, r in body], lines, columns[i], p) for i in cond_idx]
+        values = torch.from_numpy(_to_float32(np.stack(conds, axis=1), f"cond_columns of {p}"))
     labels: Tensor | None = None
     class_names: list[int] | list[str] = []
     if label_idx is not None:
         cells = [r[label_idx].strip() for _, r in body]
         labels, class_names = _parse_label_column(cells, lines, columns[label_idx], p)
-    return CsvTable(x, labels, [columns[i] for i in feature_idx], class_names)
+    return CsvTable(x, labels, [columns[i] for i in feature_idx], class_names, values, cond_names)
 
 
 def load_csv(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,7 +29,13 @@ from flowmatch.data.files import (
     read_csv_table,
     read_image_folder,
 )
-from flowmatch.data.toy import TOY_DATASETS, TOY_NUM_CLASSES, sample_toy
+from flowmatch.data.toy import (
+    CONDITIONAL_TOYS,
+    TOY_DATASETS,
+    TOY_NUM_CLASSES,
+    sample_conditional_toy,
+    sample_toy,
+)
 from flowmatch.utils.checks import check_in_choices, check_positive_int
 from flowmatch.utils.tensor import step_generator
 
@@ -48,7 +55,7 @@ logger = logging.getLogger(__name__)
 StandardizeMode = Literal["auto", "none", "per_feature", "global"]
 
 #: Names :func:`load_dataset` accepts besides file paths.
-BUILTIN_DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits")
+BUILTIN_DATASETS: tuple[str, ...] = (*TOY_DATASETS, *CONDITIONAL_TOYS, "digits")
 #: Default ``(n_train, n_test)`` of the 2-D toy datasets.
 DEFAULT_TOY_SIZES: tuple[int, int] = (100_000, 10_000)
 #: Smallest standard deviation the fitted standardisers divide by: the smallest normal float32.
@@ -143,12 +150,27 @@ def fit_standardizer(x: Tensor, mode: Literal["none", "per_feature", "global"]) 
     return Standardizer(mean.to(torch.float32).clone(), std.to(torch.float32).clone())
 
 
+class _Rows(NamedTuple):
+    """Data-space rows of one split: samples and, aligned with them, their conditions."""
+
+    x: Tensor
+    labels: Tensor | None
+    values: Tensor | None = None
+    context: Tensor | None = None
+
+    def pick(self, idx: Tensor) -> _Rows:
+        """The rows ``idx`` of every part (so a split keeps conditions with their samples)."""
+        x, labels, values, context = (None if v is None else v[idx] for v in self)
+        assert x is not None
+        return _Rows(x, labels, values, context)
+
+
 @dataclass
 class _Raw:
     """Data-space train/test arrays before standardisation."""
 
-    train: tuple[Tensor, Tensor | None]
-    test: tuple[Tensor, Tensor | None]
+    train: _Rows
+    test: _Rows
     kind: str
     auto_mode: Literal["none", "per_feature", "global"]
     num_classes: int | None
@@ -170,9 +192,16 @@ def _take(n: int | None, available: int, name: str, what: str) -> int:
 def _toy(name: str, seed: int, n_train: int | None, n_test: int | None) -> _Raw:
     sizes = (n_train or DEFAULT_TOY_SIZES[0], n_test or DEFAULT_TOY_SIZES[1])
     # Train and test come from different streams of the same seed: independent samples.
+    gens = [step_generator(seed, _TOY_STREAM, i) for i in range(2)]
+    if name in CONDITIONAL_TOYS:  # points with their continuous condition, no labels
+        drawn = [
+            sample_conditional_toy(name, n, generator=g) for n, g in zip(sizes, gens, strict=True)
+        ]
+        train, test = (_Rows(x, None, values) for x, values in drawn)
+        return _Raw(train, test, "2d", "none", None, {"cond_names": ["angle"]})
     train, test = (
-        sample_toy(name, n, generator=step_generator(seed, _TOY_STREAM, i), return_labels=True)
-        for i, n in enumerate(sizes)
+        _Rows(*sample_toy(name, n, generator=g, return_labels=True))
+        for n, g in zip(sizes, gens, strict=True)
     )
     k = TOY_NUM_CLASSES[name]
     return _Raw(train, test, "2d", "none", k, {"class_names": list(range(k))})
@@ -183,7 +212,7 @@ def _digits(n_train: int | None, n_test: int | None) -> _Raw:
     idx_tr, idx_te = digits_split_indices()
     idx_tr = idx_tr[: _take(n_train, len(idx_tr), "n_train", "the digits train split")]
     idx_te = idx_te[: _take(n_test, len(idx_te), "n_test", "the digits test split")]
-    train, test = (x[idx_tr], labels[idx_tr]), (x[idx_te], labels[idx_te])
+    train, test = _Rows(x, labels).pick(idx_tr), _Rows(x, labels).pick(idx_te)
     names = list(range(DIGITS_NUM_CLASSES))
     return _Raw(train, test, "image", "none", DIGITS_NUM_CLASSES, {"class_names": names})
 
@@ -314,27 +343,31 @@ def split_indices(
 
 
 def _split(
-    x: Tensor, labels: Tensor | None, seed: int, n_train: int | None, n_test: int | None, p: Path
-) -> tuple[tuple[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]:
-    """Seeded (stratified when labelled) held-out split of a user file, in shuffled order."""
-    idx_tr, idx_te = split_indices(len(x), labels, seed, n_train, n_test, name=str(p))
+    rows: _Rows, seed: int, n_train: int | None, n_test: int | None, p: Path
+) -> tuple[_Rows, _Rows]:
+    """Seeded (stratified when labelled) held-out split of a user file, in shuffled order.
 
-    def pick(idx: Tensor) -> tuple[Tensor, Tensor | None]:
-        return x[idx], None if labels is None else labels[idx]
-
-    return pick(idx_tr), pick(idx_te)
+    Conditions (values, context) are indexed with their samples: rows stay aligned.
+    """
+    idx_tr, idx_te = split_indices(len(rows.x), rows.labels, seed, n_train, n_test, name=str(p))
+    return rows.pick(idx_tr), rows.pick(idx_te)
 
 
 def _read_user_file(
-    p: Path, label_column: str | None, grayscale: bool | None
-) -> tuple[Tensor, Tensor | None, list[int] | list[str], str, dict]:
-    """``(x, labels, class_names, kind, meta)`` of a user file or image folder."""
+    p: Path, label_column: str | None, grayscale: bool | None, cond_columns: Sequence[str] | None
+) -> tuple[_Rows, list[int] | list[str], str, dict]:
+    """``(rows, class_names, kind, meta)`` of a user file or image folder."""
     suffix = p.suffix.lower()
     data_suffixes = [*ARRAY_SUFFIXES, ".csv"]
     if label_column is not None and suffix != ".csv":
         raise ValueError(
             f"label_column={label_column!r} applies to .csv files only, got {str(p)!r}; "
             "store labels under 'labels' in a .npz, or use one subfolder per class"
+        )
+    if cond_columns and suffix != ".csv":
+        raise ValueError(
+            f"cond_columns={list(cond_columns)!r} applies to .csv files only, got {str(p)!r}; "
+            "store continuous conditions under 'cond' in a .npz"
         )
     if grayscale is not None and not p.is_dir():
         raise ValueError(f"grayscale={grayscale!r} applies to image folders only, got {str(p)!r}")
@@ -345,15 +378,19 @@ def _read_user_file(
                 "itself, or rename the folder if it holds images"
             )
         folder = read_image_folder(p, grayscale=grayscale)
-        return folder.x, folder.labels, folder.class_names, "image", {}
+        return _Rows(folder.x, folder.labels), folder.class_names, "image", {}
     if suffix == ".csv":
-        table = read_csv_table(p, label_column=label_column)
-        return table.x, table.labels, table.class_names, "tabular", {"columns": table.columns}
+        table = read_csv_table(p, label_column=label_column, cond_columns=cond_columns)
+        meta: dict = {"columns": table.columns}
+        if table.cond_columns:
+            meta["cond_names"] = table.cond_columns
+        return _Rows(table.x, table.labels, table.values), table.class_names, "tabular", meta
     if suffix in ARRAY_SUFFIXES:
         arrays = read_array_file(p)
         x = arrays.x
         kind = "tabular" if x.ndim == 2 else "image" if x.ndim == 4 else "array"
-        return x, arrays.labels, arrays.class_names, kind, {}
+        rows = _Rows(x, arrays.labels, arrays.values, arrays.context)
+        return rows, arrays.class_names, kind, {}
     raise ValueError(
         f"dataset path {str(p)!r} must be a folder of images or a file ending in {data_suffixes}"
     )
@@ -366,8 +403,10 @@ def _user_file(
     n_test: int | None,
     label_column: str | None,
     grayscale: bool | None,
+    cond_columns: Sequence[str] | None = None,
 ) -> _Raw:
-    x, labels, class_names, kind, meta = _read_user_file(p, label_column, grayscale)
+    rows, class_names, kind, meta = _read_user_file(p, label_column, grayscale, cond_columns)
+    x, labels = rows.x, rows.labels
     if len(x) >= 2 and bool((x == x[0]).all()):
         raise ValueError(
             f"all {len(x)} samples in {p} are identical: there is nothing to learn (and no "
@@ -377,9 +416,34 @@ def _user_file(
     if labels is not None:
         meta["class_names"] = class_names
         num_classes = len(class_names)
-    train, test = _split(x, labels, seed, n_train, n_test, p)
+    train, test = _split(rows, seed, n_train, n_test, p)
     auto: Literal["per_feature", "global"] = "per_feature" if kind == "tabular" else "global"
     return _Raw(train, test, kind, auto, num_classes, meta)
+
+
+def _dataset(
+    rows: _Rows,
+    num_classes: int | None,
+    std: Standardizer,
+    values_std: Standardizer | None,
+    name: str,
+    meta: dict,
+) -> ArrayDataset:
+    """One split in model space (samples and, when fitted, condition values standardised)."""
+    values = rows.values
+    if values is not None and values_std is not None:
+        values = values_std.transform(values)
+    return ArrayDataset(
+        std.transform(rows.x),
+        rows.labels,
+        num_classes if rows.labels is not None else None,
+        std,
+        name,
+        meta,
+        values=values,
+        context=rows.context,
+        values_standardizer=values_std,
+    )
 
 
 def load_dataset(
@@ -391,6 +455,7 @@ def load_dataset(
     standardize: StandardizeMode = "auto",
     label_column: str | None = None,
     grayscale: bool | None = None,
+    cond_columns: Sequence[str] | None = None,
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """Load a built-in or user dataset as standardised ``(train, test)`` splits.
 
@@ -399,7 +464,9 @@ def load_dataset(
 
     - 2-D toys (``sample_toy``): ``n_train`` (default 100 000) and ``n_test`` (default 10 000)
       fresh samples from two independent streams derived from ``seed``; labels are the
-      mixture components. ``meta["kind"] = "2d"``.
+      mixture components. ``meta["kind"] = "2d"``. The conditional toys
+      (:data:`~flowmatch.data.toy.CONDITIONAL_TOYS`, e.g. ``"8gaussians_angle"``) carry no
+      labels but one continuous condition value per point (the polar angle).
     - ``"digits"``: the fixed 1500/297 split of :func:`~flowmatch.data.digits.load_digits`
       (independent of ``seed``), ``(N, 1, 8, 8)`` in ``[-1, 1]``, labels 0..9;
       ``n_train``/``n_test`` keep the first samples of each split. ``meta["kind"] = "image"``.
@@ -420,6 +487,15 @@ def load_dataset(
     constant in the training split is centred and left unscaled (``std = 1``); see
     :func:`fit_standardizer`.
 
+    Conditions travel with their samples through the split: continuous values ``(N, C)``
+    (CSV ``cond_columns``, the ``"cond"`` array of an ``.npz``, the angle of
+    ``"8gaussians_angle"``) and context tensors ``(N, *S)`` (the ``"context"`` array of an
+    ``.npz``). Condition values are standardised per column with the training split's
+    statistics (``values_standardizer``; a constant column gets ``std = 1``) unless
+    ``standardize = "none"``: their units are arbitrary, like table columns, so ``"auto"``
+    standardises them for every data kind, also where it leaves the samples alone (toys).
+    Context tensors are used as stored.
+
     Args:
         spec: built-in name or path to a ``.npy``/``.npz``/``.csv`` file or image folder.
         seed: seed of the toy samples and of the held-out split of user files.
@@ -427,6 +503,7 @@ def load_dataset(
         n_test: number of test samples, ``>= 1``, or ``None``.
         standardize: ``"auto"``, ``"none"``, ``"per_feature"`` or ``"global"``.
         label_column: for CSV files, the header name of the integer label column.
+        cond_columns: for CSV files, header names of continuous condition columns.
         grayscale: for image folders, ``None`` (keep the images' mode), ``True`` (convert
             to 1 channel) or ``False`` (to RGB); see
             :func:`~flowmatch.data.files.load_image_folder`.
@@ -437,7 +514,8 @@ def load_dataset(
         ``"array"``), ``source`` (``spec``), ``split``, ``standardize`` (the resolved mode),
         ``constant_features`` (how many entries of a sample were constant in the training
         split, see :func:`fit_standardizer`), ``class_names`` for labelled data (the original
-        label of each class ``0..K-1``: ints, or folder names) and ``columns`` for CSV files.
+        label of each class ``0..K-1``: ints, or folder names), ``columns`` for CSV files and
+        ``cond_names`` (the names of the condition values, where known).
 
     Raises:
         TypeError: ``spec``, ``seed``, ``n_train``, ``n_test`` of the wrong type.
@@ -465,11 +543,11 @@ def load_dataset(
             raise ValueError(f"label_column applies to .csv files only, not to {name!r}")
         if grayscale is not None:
             raise ValueError(f"grayscale applies to image folders only, not to {name!r}")
-        raw = (
-            _toy(name, seed, n_train, n_test) if name in TOY_DATASETS else _digits(n_train, n_test)
-        )
+        if cond_columns:
+            raise ValueError(f"cond_columns applies to .csv files only, not to {name!r}")
+        raw = _digits(n_train, n_test) if name == "digits" else _toy(name, seed, n_train, n_test)
     elif Path(name).exists():
-        raw = _user_file(Path(name), seed, n_train, n_test, label_column, grayscale)
+        raw = _user_file(Path(name), seed, n_train, n_test, label_column, grayscale, cond_columns)
     else:
         raise ValueError(
             f"unknown dataset {name!r}: not a built-in name {list(BUILTIN_DATASETS)} and no "
@@ -493,17 +571,15 @@ def load_dataset(
         "constant_features": n_constant,
         **raw.meta,
     }
+    values_std = None
+    if raw.train.values is not None and standardize != "none":  # "auto" standardises values
+        values_std = fit_standardizer(raw.train.values, "per_feature")
     short = Path(name).name or name
     train, test = (
-        ArrayDataset(
-            std.transform(x),
-            labels,
-            raw.num_classes if labels is not None else None,
-            std,
-            f"{short}/{split}",
-            {**meta, "split": split},
+        _dataset(
+            rows, raw.num_classes, std, values_std, f"{short}/{split}", {**meta, "split": split}
         )
-        for split, (x, labels) in (("train", raw.train), ("test", raw.test))
+        for split, rows in (("train", raw.train), ("test", raw.test))
     )
     logger.info(
         "dataset %s: %d train / %d test samples of shape %s, kind=%s, standardize=%s",

@@ -11,12 +11,13 @@ from flowmatch.models.adapters import (
     velocity_to_noise_level_convention,
 )
 from flowmatch.models.base import MODELS, ModelConfig
-from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding
+from flowmatch.models.embeddings import ConditionEmbedding, LabelEmbedding, SinusoidalTimeEmbedding
 from flowmatch.models.mlp import MLP, MLPConfig
 from flowmatch.models.unet import UNet, UNetConfig
 
 __all__ = [
     "MLP",
+    "ConditionEmbedding",
     "MODELS",
     "MLPConfig",
     "ModelConfig",
