@@ -129,6 +129,16 @@ def test_distill_records_the_teacher_and_the_student_samples(teacher, tmp_path, 
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     assert f"sha256 {rec['sha256'][:16]}" in capsys.readouterr().out
+    if method == "boss":
+        # The student samples on the teacher's BOSS grid (a values grid in its config) and
+        # the sampling suite computes the student's own BOSS grid from it on request.
+        grid = info["config"]["sample"]["grid"]
+        assert grid["kind"] == "values" and len(grid["values"]) == 3
+        g = ["grid", str(out), "--nfe", "2", "--fine-steps", "20", "--num-samples", "32"]
+        assert main(g) == 0
+        stored = json.loads((out / "grids.json").read_text())["boss"]["euler/2"]["grid"]
+        assert stored[0] == 0 and stored[-1] == 1 and len(stored) == 3
+        assert main(["sample", str(out), "--grid", "boss", "--nfe", "2", "--out", str(npz)]) == 0
 
 
 def test_distill_resumes_and_reuses_its_pairs(teacher, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flowmatch.data import Batch
-from flowmatch.fewstep.boss import BossStep, boss_grid, euler_trajectory, node_states
+from flowmatch.fewstep.boss import BossStep, boss_grid, node_states, reference_trajectory
 from flowmatch.fewstep.freeflow import FreeFlowStep
 from flowmatch.fewstep.scm import (
     FlowToTrigFlow,
@@ -18,9 +18,9 @@ from flowmatch.fewstep.scm import (
 )
 from flowmatch.fewstep.store import TeacherBatch
 from flowmatch.models import MLP
-from flowmatch.solvers import Dopri5, solve
+from flowmatch.sampling.boss import step_costs
+from flowmatch.solvers import Dopri5, Euler, solve
 from flowmatch.times import make_grid
-from flowmatch.times.boss import bellman_grid, bellman_path, euler_jump_costs
 from oracles import ExactAverageVelocity, GaussianOracle
 
 D = torch.float64
@@ -114,34 +114,75 @@ def test_scm_warm_up_reads_the_step_and_needs_a_teacher(oracle):
 # ------------------------------------------------------------------ BOSS
 
 
-def test_bellman_path_is_the_brute_force_optimum():
-    g = torch.Generator().manual_seed(0)
-    m, k = 7, 3
-    cost = torch.rand(m + 1, m + 1, generator=g, dtype=D).triu(1)
-    cost = torch.where(torch.ones_like(cost).triu(1).bool(), cost, torch.inf)
-    best = min(
-        (sum(cost[a, b] for a, b in itertools.pairwise((0, *inner, m))), (0, *inner, m))
-        for inner in itertools.combinations(range(1, m), k - 1)
-    )
-    path = bellman_path(cost, k)
-    assert tuple(path) == best[1]
-    with pytest.raises(ValueError, match="exceeds the 7 intervals"):
-        bellman_path(cost, 8)
-
-
 def test_boss_grid_has_less_jump_error_than_the_uniform_grid(oracle):
+    # The straightening's grid is the sampling suite's BOSS grid for Euler; its nodes are the
+    # states of the same reference trajectory the costs were measured on.
     x0 = _noise(256)
-    times, states, vels = euler_trajectory(oracle, x0, 100)
-    cost = euler_jump_costs(times, states, vels)
-    grid = boss_grid(oracle, x0, 4, fine_steps=100)
-    assert grid[0] == 0 and grid[-1] == 1 and len(grid) == 5
-    idx = torch.round(grid.double() * 100).long().tolist()
-    uniform = [0, 25, 50, 75, 100]
+    cost, fine = step_costs(oracle, x0, Euler(), fine_steps=40)
+    grid = boss_grid(oracle, x0, 4, fine_steps=40)
+    assert grid[0] == 0 and grid[-1] == 1 and len(grid) == 5 and (grid.diff() > 0).all()
+    idx = torch.round(grid.double() * 40).long().tolist()
+    uniform = [0, 10, 20, 30, 40]
     total = sum(float(cost[a, b]) for a, b in itertools.pairwise(idx))
-    assert total <= sum(float(cost[a, b]) for a, b in itertools.pairwise(uniform))
-    torch.testing.assert_close(bellman_grid(times, states, vels, 4), grid)
-    nodes = node_states(oracle, x0, grid, 100)
+    assert total < sum(float(cost[a, b]) for a, b in itertools.pairwise(uniform))
+    torch.testing.assert_close(fine[idx], grid)
+    nodes = node_states(oracle, x0, grid, 40)
     assert nodes.shape == (256, 5, 3) and torch.equal(nodes[:, 0], x0)
+    ref = reference_trajectory(oracle, x0, 40)
+    assert torch.equal(nodes, ref[idx].transpose(0, 1))
+    # The reference is the exact flow to RK4 accuracy: the last node is the oracle's sample.
+    exact = solve(oracle, x0, make_grid("uniform", 1, dtype=D), Dopri5(atol=1e-10, rtol=1e-10)).x
+    torch.testing.assert_close(nodes[:, -1], exact, atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match="is not on the 40-step fine grid"):
+        node_states(oracle, x0, torch.tensor([0.0, 0.333, 1.0], dtype=D), 40)
+
+
+class _PiecewiseAffine(torch.nn.Module):
+    """``v(x, t) = a_j x + b_j`` on the grid's segment ``j`` containing ``t`` (float64)."""
+
+    def __init__(self, grid):
+        super().__init__()
+        self.register_buffer("grid", grid)
+        k = len(grid) - 1
+        self.a = torch.nn.Parameter(torch.zeros(k, dtype=D))
+        self.b = torch.nn.Parameter(torch.zeros(k, 3, dtype=D))
+
+    def forward(self, x, t, cond=None):
+        j = (torch.searchsorted(self.grid, t.double(), right=True) - 1).clamp(0, len(self.a) - 1)
+        return self.a[j][:, None] * x + self.b[j]
+
+
+def test_straightening_makes_k_euler_steps_on_the_boss_grid_follow_the_teacher(oracle, tmp_path):
+    # The Gaussian oracle's flow is affine in x0 (isotropic), so its chords between BOSS nodes
+    # are affine in the start state and a per-segment affine model can fit them exactly. The
+    # least-squares fit is BossStep's minimiser: zero loss, zero gradient, and K Euler steps
+    # on the grid then give the teacher's samples, which the (curved) teacher cannot.
+    from flowmatch.fewstep.boss import SegmentBatches, make_node_store
+    from flowmatch.fewstep.store import ChunkStore
+
+    k = 3
+    grid = boss_grid(oracle, _noise(256), k, fine_steps=60)
+    store = ChunkStore(tmp_path / "nodes", num=512, chunk=256, meta={"oracle": 1})
+    make_node_store(store, oracle, grid, 60, lambda c, n: _noise(n, seed=10 + c))
+    nodes = node_states(oracle, _noise(64, seed=5), grid, 60)
+    model = _PiecewiseAffine(grid)
+    with torch.no_grad():
+        for j in range(k):
+            x, h = nodes[:, j], grid[j + 1] - grid[j]
+            y = (nodes[:, j + 1] - x) / h
+            design = torch.cat([x.reshape(-1, 1), torch.eye(3, dtype=D).repeat(len(x), 1)], 1)
+            sol = torch.linalg.lstsq(design, y.reshape(-1, 1)).solution[:, 0]
+            model.a[j], model.b[j] = sol[0], sol[1:]
+    loss = BossStep()({"model": model}, SegmentBatches(store, grid, 256).batch_at(0), None).loss
+    assert float(loss.max()) < 1e-20
+    loss.mean().backward()
+    assert float(model.a.grad.abs().max()) < 1e-9 and float(model.b.grad.abs().max()) < 1e-9
+    x0 = _noise(512, seed=99)
+    exact = oracle.flow(x0, 1.0)
+    student = solve(model, x0, grid, Euler()).x
+    teacher = solve(oracle, x0, grid, Euler()).x
+    assert float((student - exact).square().sum(1).mean()) < 1e-12
+    assert float((teacher - exact).square().sum(1).mean()) > 1e-3
 
 
 def test_boss_step_regresses_onto_the_chord():

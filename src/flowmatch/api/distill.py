@@ -312,7 +312,12 @@ def _prepare_boss(
     grid_cfg = GRIDS.config("values", values=tuple(grid.tolist()))
     sample = replace(cfg.sample, solver=SAMPLERS.config("euler", nfe=k), grid=grid_cfg)
     cfg = replace(cfg, sample=sample, eval=replace(cfg.eval, nfe=(k,), solvers=("euler",)))
-    meta = {"teacher": teacher.record["sha256"], "grid": grid.tolist(), "fine": obj.fine_steps}
+    meta = {
+        "teacher": teacher.record["sha256"],
+        "grid": grid.tolist(),
+        "fine": obj.fine_steps,
+        "reference": "rk4",  # the sampling suite's BOSS reference trajectory
+    }
     store = _open_store(
         out / "trajectories",
         replace_other=overwrite,

@@ -1,12 +1,14 @@
 """BOSS straightening: fine-tune a velocity model to follow its Bellman-optimal K-step grid.
 
 Nguyen, Nguyen & Nguyen (2024), "Bellman Optimal Step-size Straightening of Flow-Matching
-Models". Phase 1 (:func:`boss_grid`): integrate the teacher with Euler on a fine grid and pick
-the ``K``-step sub-grid of least one-jump error by dynamic programming
-(:func:`flowmatch.times.boss.bellman_grid`). Phase 2 (:class:`BossStep`): from trajectories of
-the teacher, keep the states at the Bellman nodes and regress the model at each node onto the
-chord to the next node, ``(x_{j+1} - x_j) / (tau_{j+1} - tau_j)``, so that ``K`` Euler steps on
-that grid follow the teacher's trajectory.
+Models". Phase 1 (:func:`boss_grid`): the ``K``-step Euler grid of least one-step error along
+the teacher's fine reference trajectories, by the sampling suite's BOSS
+(:func:`flowmatch.sampling.boss.boss_grids`: one-step costs on a fine reference trajectory,
+:func:`flowmatch.times.boss.bellman_indices` for the dynamic program). Phase 2
+(:class:`BossStep`): from the same reference trajectories of the teacher, keep the states at
+the Bellman nodes and regress the model at each node onto the chord to the next node,
+``(x_{j+1} - x_j) / (tau_{j+1} - tau_j)``, so that ``K`` Euler steps on that grid follow the
+teacher's trajectory.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from flowmatch.objectives.base import (
     TrainingStep,
 )
 from flowmatch.paths.affine import AffinePath
-from flowmatch.times.boss import bellman_grid
+from flowmatch.sampling.boss import boss_grids
+from flowmatch.solvers.integrate import solve
+from flowmatch.solvers.ode import RK4, Euler
 from flowmatch.times.grids import uniform_grid
-from flowmatch.utils.checks import check_in_choices, check_positive_int
+from flowmatch.utils.checks import check_batch, check_in_choices, check_positive_int
 from flowmatch.utils.options import option
 from flowmatch.utils.tensor import expand_like, mix_seed
 
@@ -44,49 +48,51 @@ class BossConfig(FewStepConfig):
     run_defaults: ClassVar[Mapping[str, Any]] = {"sample": {"solver": {"kind": "euler"}}}
 
     num_steps: int = option(4, ge=1, doc="K: Euler steps of the Bellman grid (the NFE)")
-    fine_steps: int = option(100, ge=2, doc="Euler steps of the fine reference trajectory")
-    grid_samples: int = option(512, ge=1, doc="trajectories averaged in the jump costs")
+    fine_steps: int = option(
+        100, ge=2, doc="intervals of the fine (RK4) reference trajectory and of the grid search"
+    )
+    grid_samples: int = option(512, ge=1, doc="trajectories averaged in the step costs")
     num_trajectories: int = option(10_000, ge=1, doc="teacher trajectories for fine-tuning")
     chunk: int = option(2048, ge=1, doc="trajectories per file")
     teacher_guidance: float = option(1.0, doc="CFG scale of the teacher's trajectories")
 
 
-def euler_trajectory(
-    field: Any, x0: Tensor, num_steps: int, cond: Cond = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Euler on the uniform ``num_steps`` grid: ``(times (M+1,), states (M+1, N, *D), v (M, N, *D))``."""
-    check_positive_int(num_steps, "num_steps")
-    times = uniform_grid(num_steps, dtype=x0.dtype, device=x0.device)
-    states, vels, x = [x0], [], x0
-    with torch.no_grad():
-        for k in range(num_steps):
-            t = x.new_full((x.shape[0],), float(times[k]))
-            v = field(x, t, cond)
-            x = x + (times[k + 1] - times[k]) * v
-            states.append(x)
-            vels.append(v)
-    return times, torch.stack(states), torch.stack(vels)
-
-
 def boss_grid(
     field: Any, x0: Tensor, num_steps: int, *, fine_steps: int = 100, cond: Cond = None
 ) -> Tensor:
-    """The BOSS grid ``(K+1,)`` of ``field`` from source samples ``x0`` ``(N, *D)``.
+    """The BOSS grid ``(K+1,)`` (float64) of Euler on ``field`` from source samples ``x0``.
 
-    Euler trajectories on a uniform grid of ``fine_steps`` steps, then the cheapest
-    ``num_steps``-jump path (BOSS; Kmax = 100 and N = 100-512 in the authors' code).
+    :func:`flowmatch.sampling.boss.boss_grids` with Euler jumps on its default (RK4)
+    reference trajectory of ``fine_steps`` uniform intervals: the ``num_steps``-step sub-grid
+    of least summed one-step error (BOSS; Kmax = 100 and N = 100-512 in the authors' code).
     """
-    times, states, vels = euler_trajectory(field, x0, fine_steps, cond)
-    return bellman_grid(times, states, vels, num_steps)
+    check_positive_int(num_steps, "num_steps")
+    grids = boss_grids(field, x0, Euler(), [num_steps], fine_steps=fine_steps, cond=cond)
+    return grids[num_steps][0]
+
+
+def reference_trajectory(field: Any, x0: Tensor, fine_steps: int, cond: Cond = None) -> Tensor:
+    """The fine reference trajectory ``(M+1, N, *D)`` the BOSS costs are measured on.
+
+    RK4 on the uniform grid of ``fine_steps`` intervals, as
+    :func:`flowmatch.sampling.boss.step_costs` integrates it (same states, bit for bit).
+    """
+    check_batch(x0, "x0")
+    check_positive_int(fine_steps, "fine_steps")
+    fine = uniform_grid(fine_steps, dtype=torch.float64).to(x0.dtype)
+    with torch.no_grad():
+        states = solve(field, x0, fine, RK4(), cond=cond, save_trajectory=True).trajectory
+    assert states is not None  # save_trajectory=True
+    return states
 
 
 def node_states(field: Any, x0: Tensor, grid: Tensor, fine_steps: int, cond: Cond = None) -> Tensor:
-    """States ``(N, K+1, *D)`` of the fine Euler trajectories at the grid's nodes.
+    """States ``(N, K+1, *D)`` of the fine reference trajectories at the grid's nodes.
 
     Raises:
         ValueError: a grid time is not a node of the fine uniform grid.
     """
-    times, states, _ = euler_trajectory(field, x0, fine_steps, cond)
+    states = reference_trajectory(field, x0, fine_steps, cond)
     idx = torch.round(grid.double() * fine_steps).long()
     if not torch.allclose(idx.double() / fine_steps, grid.double(), atol=1e-6):
         raise ValueError(f"grid {grid.tolist()} is not on the {fine_steps}-step fine grid")

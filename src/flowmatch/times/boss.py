@@ -1,15 +1,15 @@
-"""BOSS: the Bellman-optimal K-step time grid over a fine reference trajectory.
+"""Bellman-optimal time grids (BOSS): the K-step sub-grid of a fine grid with the least cost.
 
 Nguyen, Nguyen & Nguyen (2024), "Bellman Optimal Step-size Straightening of Flow-Matching
-Models": given a trajectory ``x_i`` of a flow on a fine grid ``tau_0 < ... < tau_M``
-with velocities ``v_i``, the cost of one Euler jump from node ``i`` to node ``j > i`` is
+Models" (ICLR), Sec. 3.2: on a fine grid ``tau_0 = 0 < ... < tau_M = 1``, let ``c[i, j]``
+(``i < j``) be the error of one sampler step from node ``i`` to node ``j`` along a reference
+trajectory. The best ``K``-step grid is the path ``0 = i_0 < i_1 < ... < i_K = M`` minimising
+``sum_k c[i_{k-1}, i_k]``, found by dynamic programming (Bellman 1957) in ``O(K M^2)``::
 
-    c[i, j] = mean_n || x_j - (x_i + (tau_j - tau_i) v_i) ||^2
+    best_1[j] = c[0, j];    best_k[j] = min_{i < j} best_{k-1}[i] + c[i, j]
 
-and the best ``K``-step grid is the minimum-cost path from node 0 to node ``M`` with exactly
-``K`` jumps, found by dynamic programming in ``O(K M^2)``. The result is a plain time grid for
-the Euler sampler. This module only does the arithmetic on a given trajectory (no model):
-``flowmatch.fewstep.boss.boss_grid`` makes the trajectory with a model.
+and read back from ``best_K[M]``. This module is the arithmetic only; the costs of a trained
+model come from ``flowmatch.sampling.boss``.
 """
 
 from __future__ import annotations
@@ -19,103 +19,79 @@ import math
 import torch
 from torch import Tensor
 
-from flowmatch.times.grids import grid_values
+from flowmatch.times.grids import GRIDS
 from flowmatch.utils.checks import check_positive_int
 
+__all__ = ["bellman_indices", "boss_grid_placeholder"]
 
-def euler_jump_costs(times: Tensor, states: Tensor, velocities: Tensor) -> Tensor:
-    """The ``(M+1, M+1)`` matrix of one-Euler-jump costs ``c[i, j]`` (``inf`` for ``j <= i``).
+
+def bellman_indices(cost: Tensor, num_steps: int) -> tuple[list[int], float]:
+    """The fine-grid node indices of the cheapest path ``0 -> M`` with exactly ``num_steps`` jumps.
 
     Args:
-        times: the fine grid ``(M+1,)``, increasing.
-        states: the trajectory ``(M+1, N, *D)`` at those times (``N`` samples).
-        velocities: the velocities ``(M+1, N, *D)`` (or ``(M, N, *D)``: the last node's is
-            never used) at those states.
+        cost: ``(M+1, M+1)`` one-step costs; only ``cost[i, j]`` with ``i < j`` is read (the
+            rest may hold anything, e.g. ``inf``). Non-negative and finite above the diagonal.
+        num_steps: ``K`` with ``1 <= K <= M``.
 
     Returns:
-        ``c`` in float64: ``c[i, j] = mean_n ||x_j - x_i - (tau_j - tau_i) v_i||^2``.
+        ``(indices, total)``: ``K + 1`` increasing indices from 0 to ``M`` and their total cost.
 
     Raises:
-        ValueError: inconsistent shapes or a non-increasing grid.
-    """
-    values = grid_values(times, name="times")
-    if values[1] < values[0]:
-        raise ValueError(f"times must increase, got {values[:3]}...")
-    m1 = len(values)
-    if states.shape[0] != m1 or velocities.shape[0] not in (m1, m1 - 1):
-        raise ValueError(
-            f"states must be (M+1, N, *D) and velocities (M+1 or M, N, *D) for M+1 = {m1} "
-            f"times, got {tuple(states.shape)} and {tuple(velocities.shape)}"
-        )
-    if states.shape[1:] != velocities.shape[1:]:
-        raise ValueError(
-            f"states {tuple(states.shape)} and velocities {tuple(velocities.shape)} differ in "
-            "(N, *D)"
-        )
-    tau = torch.as_tensor(values, dtype=torch.float64)
-    x = states.double().reshape(m1, states.shape[1], -1)
-    v = velocities.double().reshape(velocities.shape[0], states.shape[1], -1)
-    cost = torch.full((m1, m1), math.inf, dtype=torch.float64)
-    for i in range(m1 - 1):
-        h = (tau[i + 1 :] - tau[i])[:, None, None]
-        err = x[i + 1 :] - (x[i][None] + h * v[i][None])
-        cost[i, i + 1 :] = err.square().sum(-1).mean(-1)
-    return cost
-
-
-def bellman_path(cost: Tensor, num_steps: int) -> list[int]:
-    """Node indices ``0 = i_0 < ... < i_K = M`` of the cheapest path with exactly ``K`` jumps.
-
-    ``dp[k][i] = min_{j > i} c[i, j] + dp[k-1][j]`` with ``dp[0][M] = 0`` (Bellman 1957; as in BOSS).
-
-    Args:
-        cost: ``(M+1, M+1)`` jump costs (``inf`` where a jump is not allowed).
-        num_steps: ``K``, ``1 <= K <= M``.
-
-    Raises:
-        ValueError: ``num_steps`` outside ``[1, M]`` or a non-square cost.
-    """
-    check_positive_int(num_steps, "num_steps")
-    if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
-        raise ValueError(f"cost must be square (M+1, M+1), got {tuple(cost.shape)}")
-    last = cost.shape[0] - 1
-    if num_steps > last:
-        raise ValueError(f"num_steps={num_steps} exceeds the {last} intervals of the fine grid")
-    c = cost.double()
-    inf = torch.full((last + 1,), math.inf, dtype=torch.float64)
-    dp = inf.clone()
-    dp[last] = 0.0
-    choices = []
-    for _ in range(num_steps):
-        total = c + dp[None, :]  # total[i, j] = c[i, j] + dp_{k-1}[j]
-        best, arg = total.min(dim=1)
-        dp = best
-        choices.append(arg)
-    path, node = [0], 0
-    for arg in reversed(choices):
-        node = int(arg[node])
-        path.append(node)
-    return path
-
-
-def bellman_grid(times: Tensor, states: Tensor, velocities: Tensor, num_steps: int) -> Tensor:
-    """The BOSS grid: the ``K + 1`` fine-grid times of the cheapest ``K``-jump Euler path.
-
-    Args:
-        times: the fine grid ``(M+1,)`` from 0 to 1.
-        states: the reference trajectory ``(M+1, N, *D)``.
-        velocities: its velocities ``(M+1 or M, N, *D)``.
-        num_steps: ``K``.
-
-    Returns:
-        The grid ``(K+1,)`` (dtype of ``times``), a subset of ``times`` with both endpoints.
+        TypeError: ``cost`` is not a floating tensor or ``num_steps`` not an int.
+        ValueError: ``cost`` is not square with ``M >= 1``, has a negative or non-finite entry
+            above the diagonal, or ``num_steps`` is outside ``[1, M]``.
 
     Example:
         >>> import torch
-        >>> times = torch.linspace(0, 1, 5)
-        >>> x = (times ** 2)[:, None, None]  # dx/dt = 2t: Euler errs least late on
-        >>> bellman_grid(times, x, (2 * times)[:, None, None], 2).tolist()
-        [0.0, 0.5, 1.0]
+        >>> c = torch.tensor([[0., 1., 5.], [0., 0., 1.], [0., 0., 0.]])
+        >>> bellman_indices(c, 2), bellman_indices(c, 1)
+        (([0, 1, 2], 2.0), ([0, 2], 5.0))
     """
-    path = bellman_path(euler_jump_costs(times, states, velocities), num_steps)
-    return times[torch.as_tensor(path)]
+    if not isinstance(cost, Tensor) or not cost.is_floating_point():
+        raise TypeError(f"cost must be a floating tensor, got {type(cost).__name__}")
+    if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 2:
+        raise ValueError(f"cost must be square (M+1, M+1) with M >= 1, got {tuple(cost.shape)}")
+    check_positive_int(num_steps, "num_steps")
+    last = cost.shape[0] - 1
+    if num_steps > last:
+        raise ValueError(f"num_steps={num_steps} exceeds the fine grid's {last} intervals")
+    upper = torch.triu(torch.ones_like(cost, dtype=torch.bool), diagonal=1)
+    c = cost.double()
+    vals = c[upper]
+    if not bool(torch.isfinite(vals).all()) or bool((vals < 0).any()):
+        raise ValueError("cost must be finite and >= 0 above the diagonal")
+    c = c.masked_fill(~upper, math.inf)
+    best = c[0].clone()  # best[j]: cheapest one-jump path 0 -> j
+    parents = []
+    for _ in range(num_steps - 1):
+        total = best[:, None] + c  # total[i, j] = best_{k-1}[i] + c[i, j]
+        best, arg = total.min(dim=0)
+        parents.append(arg)
+    path = [last]
+    for arg in reversed(parents):
+        path.append(int(arg[path[-1]]))
+    path.append(0)
+    return path[::-1], float(best[last])
+
+
+@GRIDS.register("boss")
+def boss_grid_placeholder(
+    num_steps: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
+    """BOSS grid stored with a run (``flowmatch grid RUN --method boss --nfe K``).
+
+    A BOSS grid depends on the trained model, so it is computed once per run and stored in
+    the run directory; sampling through ``flowmatch.api`` (``grid="boss"``) reads it. Called
+    without a run it raises.
+
+    Raises:
+        ValueError: always (the grid lives with a run).
+    """
+    raise ValueError(
+        "the 'boss' grid is computed from a trained model and stored with its run: run "
+        "`flowmatch grid RUN --method boss --nfe K` (or flowmatch.api.compute_grids), then "
+        "sample the run with grid='boss'"
+    )
+
+
+boss_grid_placeholder.stored_in_run = True  # type: ignore[attr-defined]  # read by api.sampling_plan
