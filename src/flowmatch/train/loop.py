@@ -97,7 +97,8 @@ class Trainer:
     One step (Lipman et al. 2023, Alg. 1; Tong et al. 2024, Alg. 1 for couplings):
 
     ``L = mean_i loss_i(theta)``; ``g = grad L``; ``g <- g min(1, c / |g|)``;
-    ``theta <- AdamW(theta, g, lr_k)``; ``theta_ema <- lerp(theta_ema, theta, 1 - decay)``.
+    ``theta <- AdamW(theta, g, lr_k)``; ``theta_ema <- lerp(theta_ema, theta, 1 - d_k)``,
+    ``d_k = min(ema_decay, (1 + k) / (10 + k))`` (:class:`EMA`).
 
     Only rank 0 writes ``out_dir`` (``metrics.jsonl``, ``checkpoints/``) and calls callbacks.
 
@@ -289,6 +290,7 @@ class Trainer:
             )
         if self.ema is not None and ckpt.ema is not None:
             self.ema.load_state_dict(ckpt.ema)
+            self.ema.load_extra_state(ckpt.state.get("ema"), step=ckpt.step)
         self.optimizer.load_state_dict(ckpt.optimizer)
         set_rng_state(ckpt.state["rng"])
         self.step = ckpt.step
@@ -547,6 +549,7 @@ class Trainer:
         return {
             "lr_schedule": self.lr_schedule.state_dict(),
             "lr": self._lr,
+            "ema": self.ema.extra_state() if self.ema is not None else None,
             "rng": rng_state(),
             "config": self.config.to_dict(),
             "run_config": self.run_config,
