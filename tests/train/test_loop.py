@@ -382,6 +382,14 @@ def test_nan_gradient_without_clipping_shows_in_the_next_loss(tmp_path):
         trainer.fit()
 
 
+def test_checkpoint_between_log_points_without_clipping(tmp_path):
+    # grad_clip=None measures the gradient norm at log points only; a checkpoint (or eval)
+    # between two of them sees a window without one, which used to crash the finiteness check.
+    trainer = _nan_run(tmp_path, make_model(), grad_clip=None, log_every=10, checkpoint_every=15)
+    assert trainer.fit().step == 20
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000015", "step_0000020"]
+
+
 def test_nan_in_last_partial_window_prevents_final_checkpoint(tmp_path):
     trainer = _nan_run(
         tmp_path, NaNAt(make_model(), bad_call=8), steps=9, log_every=100, checkpoint_every=0

@@ -611,6 +611,8 @@ class Trainer:
 
 def _first_nonfinite(values: Tensor, inf: Tensor) -> Tensor:
     """Index (float64) of the first non-finite entry of ``values``, or ``inf`` if none."""
+    if values.numel() == 0:  # no grad norm measured in the window (grad_clip=None)
+        return inf
     bad = ~torch.isfinite(values)
     # argmax returns the first maximal index, i.e. the first True.
     return torch.where(bad.any(), bad.to(torch.uint8).argmax().double(), inf)
