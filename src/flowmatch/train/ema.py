@@ -16,12 +16,16 @@ logger = logging.getLogger(__name__)
 def ema_decay_at(k: int, decay: float, *, warmup: bool = True) -> float:
     """Decay used by the ``k``-th update (0-based): ``min(decay, (1 + k) / (10 + k))``.
 
-    The warm-up is TensorFlow's ``tf.train.ExponentialMovingAverage(decay, num_updates=k)``
-    rule (also timm's ``ModelEmaV2``/``V3`` and many diffusion codebases). ``1 - decay_k =
-    9 / (10 + k)``, so after ``k`` updates the average weighs mostly the last ``~ (10 + k) / 9``
-    steps (about the last 11 % of the run) until it reaches the plain ``decay``, which it does
-    at ``k = (10 decay - 1) / (1 - decay)`` (8 990 updates for 0.999). Without it the average
-    keeps a weight ``decay^k`` on the random initialisation (0.22 after 1 500 updates at 0.999).
+    The warm-up is the ``num_updates`` rule of TensorFlow's
+    ``tf.train.ExponentialMovingAverage``. Below the cap, after ``n`` updates the average
+    weighs the iterate of update ``j`` by ``C(j + 8, 8) / C(n + 9, 9)``, about ``j^8``: the
+    power-function EMA of Karras et al. (2024, "Analyzing and improving the training dynamics
+    of diffusion models", eq. 3) with ``gamma = 8`` (relative width 0.09). So the average
+    covers about the last 10 % of the run whatever its length (it lags a steady drift by
+    ``n / 10`` steps) and keeps only ``1 / C(n + 9, 9)`` of the initialisation. The cap
+    ``decay`` is reached at ``k = (10 decay - 1) / (1 - decay)`` (8 990 updates for 0.999).
+    Without the warm-up the average keeps ``decay^n`` of the random initialisation (0.22 after
+    1 500 updates at 0.999).
 
     Args:
         k: number of updates done before this one, ``>= 0``.
@@ -44,7 +48,8 @@ class EMA:
     """Keeps ``theta_ema <- d_k theta_ema + (1 - d_k) theta`` after every step ``k``.
 
     ``d_k = min(decay, (1 + k) / (10 + k))`` (:func:`ema_decay_at`; TensorFlow's
-    ``ExponentialMovingAverage`` with ``num_updates``), so the average forgets the random
+    ``ExponentialMovingAverage`` with ``num_updates``; Karras et al. 2024's power EMA with
+    ``gamma = 8`` until the cap), so the average forgets the random
     initialisation from the first steps on and is usable after runs of any length; ``k`` is
     :attr:`num_updates`, part of the state (:meth:`extra_state`) so that resume is exact.
     ``warmup=False`` gives the plain EMA ``d_k = decay``.
@@ -68,10 +73,14 @@ class EMA:
 
     Example:
         >>> net = nn.Linear(2, 2)
-        >>> ema = EMA(net, decay=0.9)
-        >>> ema.update()
-        >>> torch.equal(ema.module.weight, net.weight), ema.num_updates
-        (False, 1)
+        >>> ema = EMA(net, decay=0.999)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.add_(1.0)
+        >>> ema.update()  # d_0 = 0.1: the first update moves 90 % of the way
+        >>> torch.allclose(ema.module.weight, net.weight - 0.1), ema.num_updates
+        (True, 1)
+        >>> round(ema.current_decay, 4)  # d_1 = 2 / 11
+        0.1818
     """
 
     def __init__(self, model: nn.Module, decay: float, *, warmup: bool = True) -> None:
