@@ -45,32 +45,45 @@ class TrainConfig:
     """Optimisation, schedule, precision and bookkeeping settings of a training run.
 
     A step ``k`` (0-based) uses the learning rate ``lr_k`` of a linear warm-up followed by a
-    cosine decay (Loshchilov & Hutter 2017, SGDR eq. 5, without restarts):
+    constant rate (the default) or a cosine decay (Loshchilov & Hutter 2017, SGDR eq. 5,
+    without restarts):
 
-    ``lr_k = lr (k + 1) / W`` for ``k < W``;
-    ``lr_k = lr (r + (1 - r) (1 + cos(pi (k - W) / (S - W))) / 2)`` otherwise,
+    ``lr_k = lr (k + 1) / W`` for ``k < W``; then ``lr_k = lr`` (``lr_schedule="constant"``) or
+    ``lr_k = lr (r + (1 - r) (1 + cos(pi (k - W) / (S - W))) / 2)`` (``"cosine"``),
 
-    with ``W = warmup_steps``, ``S = steps`` and ``r = min_lr_ratio`` (``lr_schedule="constant"``
-    keeps ``lr_k = lr`` after the warm-up). The optimiser is AdamW (Loshchilov & Hutter 2019).
+    with ``W = warmup_steps``, ``S = steps`` and ``r = min_lr_ratio``. The optimiser is AdamW
+    (Loshchilov & Hutter 2019). The defaults are measured against a plain PyTorch loop in
+    ``bench/defaults.py`` (docs/training.md says why each is what it is).
 
     Attributes:
         steps: total number of optimisation steps of the run; also the horizon of the cosine
-            decay, so resuming with a different ``steps`` changes the learning-rate curve.
+            decay (if chosen), so resuming with a different ``steps`` changes its curve.
         batch_size: samples per step and per rank (data-parallel runs see
             ``batch_size * world_size`` samples per step).
         lr: peak learning rate (2-D toys train well at 1e-3; ALGORITHMS.md 0.2).
         weight_decay: AdamW's decoupled weight decay (0 for the small reference nets, which
             do not overfit in a few thousand steps).
         betas: Adam's moment decay rates ``(beta1, beta2)``, each in ``[0, 1)``.
-        warmup_steps: linear warm-up length; avoids large early Adam updates while the
-            second-moment estimate is still poor. ``0 <= warmup_steps <= steps``.
-        lr_schedule: ``"cosine"`` (decay to ``min_lr_ratio * lr`` at ``steps``) or
-            ``"constant"``.
-        min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``, in ``[0, 1]``.
-        grad_clip: maximum global L2 norm of the gradient (``None``: no clipping). Clipping
-            at 1.0 guards against rare huge gradients near ``t -> 1`` with x0-prediction.
-        ema_decay: decay of the exponential moving average of the weights (``None``: no EMA),
-            in ``(0, 1)``; 0.999 averages over ~1000 steps, which suits 5k-20k step runs.
+        warmup_steps: linear warm-up length, ``0 <= warmup_steps <= steps``. 0 by default:
+            Adam's bias correction already keeps the first updates at ~``lr`` per weight, and
+            the reference networks train stably without it (docs/training.md).
+        lr_schedule: ``"constant"`` (default) or ``"cosine"`` (decay to ``min_lr_ratio * lr``
+            at ``steps``). Constant, because the EMA already does the averaging that a decay
+            to zero buys late in a run, while a cosine halves the learning of short runs: at
+            1000 steps it was worse than a plain constant-lr loop on 4 of 5 data sets
+            (bench/defaults.py, docs/benchmarks.md).
+        min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``, in ``[0, 1]``
+            (only used with ``lr_schedule="cosine"``).
+        grad_clip: maximum global L2 norm of the gradient (``None``, the default: no
+            clipping). Off by default: the gradient norm of these objectives is O(1) (~1.4 on
+            checkerboard), so a clip at 1.0 rescales most steps, and with Adam that changed
+            nothing measurable; set it for losses with rare huge gradients (e.g.
+            x0-prediction near ``t -> 1``).
+        ema_decay: cap of the decay of the weight EMA (``None``: no EMA), in ``(0, 1)``. The
+            effective decay of update ``k`` is ``min(ema_decay, (1 + k) / (10 + k))``
+            (:class:`~flowmatch.train.ema.EMA`), so the EMA averages about the last 10 % of
+            a run until ``1 / (1 - ema_decay)`` steps (0.999: reached after ~9000 steps);
+            it is usable after runs of any length.
         precision: ``"fp32"``, or ``"bf16"`` autocast for the forward pass (the loss and the
             master weights stay fp32).
         compile: wrap the model in ``torch.compile`` (off by default: compilation costs tens
@@ -89,8 +102,8 @@ class TrainConfig:
 
     Example:
         >>> cfg = TrainConfig(steps=100, batch_size=64, lr=3e-4)
-        >>> cfg.lr_schedule, cfg.ema_decay
-        ('cosine', 0.999)
+        >>> cfg.lr_schedule, cfg.grad_clip, cfg.ema_decay
+        ('constant', None, 0.999)
     """
 
     steps: int = 5000
@@ -99,9 +112,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = None
     ema_decay: float | None = 0.999
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
