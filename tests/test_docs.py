@@ -29,3 +29,15 @@ def test_docs_python_examples_run(page: Path, tmp_path, monkeypatch):
     for k, block in enumerate(_blocks(page)):
         # the file name and block index appear in any traceback
         exec(compile(block, f"{page.name}[python block {k}]", "exec"), namespace)  # noqa: S102
+
+
+def test_cli_reference_is_generated_from_the_registries():
+    # docs/cli.md's configuration reference is generated; regenerate it with
+    # `python -m flowmatch.cli.docs --write docs/cli.md` after adding a component or option.
+    from flowmatch.cli.docs import BEGIN, END, reference
+
+    text = (DOCS / "cli.md").read_text()
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert block == "\n" + reference(), (
+        "docs/cli.md is stale: run python -m flowmatch.cli.docs --write docs/cli.md"
+    )

@@ -12,6 +12,7 @@ LAYERS = {
     "_version": 0,
     "interfaces": 0,
     "utils": 0,
+    "registry": 0,
     "paths": 1,
     "times": 1,
     "sources": 1,

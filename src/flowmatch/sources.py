@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from flowmatch.interfaces import CondSpec
+from flowmatch.registry import ComponentConfig, Entry, Registry
+
+
+@dataclass(frozen=True)
+class SourceConfig(ComponentConfig):
+    """The ``[source]`` section: ``kind`` names the source distribution ``p0``."""
+
+
+def _build_source(
+    entry: Entry[Any], config: ComponentConfig, *, sample_shape: tuple[int, ...], cond: CondSpec
+) -> Source:
+    # Built-in sources need no context; a learned source would use the shape and condition.
+    return entry.target(**config.options())
 
 
 class Source(ABC):
@@ -32,6 +49,17 @@ class Source(ABC):
         return self.sample(tuple(x.shape), generator, device=x.device, dtype=x.dtype)
 
 
+#: Source distributions by name; builders receive ``sample_shape`` and the run's ``cond``.
+SOURCES: Registry[Source, SourceConfig] = Registry(
+    "source",
+    SourceConfig,
+    default="gaussian",
+    context=("sample_shape", "cond"),
+    build=_build_source,
+)
+
+
+@SOURCES.register("gaussian")
 class GaussianSource(Source):
     """Standard normal ``N(0, I)`` source.
 

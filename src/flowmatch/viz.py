@@ -23,6 +23,22 @@ def _pyplot():  # noqa: ANN202 - matplotlib is an optional dependency
     return plt
 
 
+def _array(x: Tensor | np.ndarray) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x)
+
+
+def _projection(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(mean, components (D, 2), axis labels)``: identity for D <= 2, else the top-2 PCA."""
+    d = data.shape[1]
+    if d <= 2:
+        comps = np.eye(d, 2) if d == 2 else np.array([[1.0, 1.0]])
+        return np.zeros(d), comps, ["x0", "x1"] if d == 2 else ["x0", "x0"]
+    mean = data.mean(0)
+    _, sv, vt = np.linalg.svd(data - mean, full_matrices=False)
+    share = sv**2 / max(float((sv**2).sum()), 1e-12)
+    return mean, vt[:2].T, [f"PC {k + 1} ({100 * share[k]:.0f}% var.)" for k in range(2)]
+
+
 def save_samples_png(
     samples: Tensor | np.ndarray,
     path: str | Path,
@@ -30,37 +46,46 @@ def save_samples_png(
     reference: Tensor | np.ndarray | None = None,
     labels: Tensor | np.ndarray | None = None,
     title: str = "",
+    values: Tensor | np.ndarray | None = None,
 ) -> Path:
-    """Write samples as a PNG: a scatter for ``(N, 2)``, an image grid for ``(N, C, H, W)``.
+    """Write samples as a PNG: a scatter for vectors ``(N, D)``, an image grid for ``(N, C, H, W)``.
 
-    Other shapes are shown as a scatter of the first two features. ``reference`` (e.g. held-out
-    data) is drawn in grey behind a scatter.
+    Vectors with more than two features are drawn in the plane of the first two principal
+    components of the reference (or of the samples without one), the same projection for both,
+    with the explained variance on the axes. ``reference`` (held-out data) is drawn in grey
+    behind the samples. Points are coloured by ``labels`` (classes) or, without labels, by
+    ``values`` ``(N,)`` (a continuous condition, with a colour bar).
     """
     plt = _pyplot()
-    x = np.asarray(samples.detach().cpu() if isinstance(samples, Tensor) else samples)
+    x = _array(samples)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if x.ndim == 4:
         fig = _image_grid(plt, x, title)
     else:
         flat = x.reshape(x.shape[0], -1)
+        ref = None if reference is None else _array(reference).reshape(len(reference), -1)
+        mean, comps, axis = _projection(ref if ref is not None else flat)
         fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-        if reference is not None:
-            ref = np.asarray(reference.cpu() if isinstance(reference, Tensor) else reference)
-            ref = ref.reshape(ref.shape[0], -1)
-            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.8", label="held-out data")
-        c = (
-            None
-            if labels is None
-            else np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
-        )
-        ys = flat[:, 1 if flat.shape[1] > 1 else 0]
-        if c is None:
-            ax.scatter(flat[:, 0], ys, s=1, color="C0")
+        if ref is not None:
+            r = (ref - mean) @ comps
+            ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", label="held-out data")
+        p = (flat - mean) @ comps
+        if labels is None and values is not None:
+            v = _array(values).reshape(-1)
+            points = ax.scatter(p[:, 0], p[:, 1], s=1, c=v, cmap="twilight", label="samples")
+            fig.colorbar(points, ax=ax, shrink=0.7)
+        elif labels is None:
+            ax.scatter(p[:, 0], p[:, 1], s=1, color="C0", label="samples")
         else:
-            ax.scatter(flat[:, 0], ys, s=1, c=c, cmap="tab10")
-        ax.set_aspect("equal")
-        ax.set_title(title)
+            ax.scatter(p[:, 0], p[:, 1], s=1, c=_array(labels), cmap="tab10", label="samples")
+        ax.set_xlabel(axis[0])
+        ax.set_ylabel(axis[1])
+        if flat.shape[1] == 2:
+            ax.set_aspect("equal")
+        if ref is not None:
+            ax.legend(loc="upper right", fontsize=7, markerscale=6)
+        ax.set_title(title + (f" (PCA of {flat.shape[1]} features)" if flat.shape[1] > 2 else ""))
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -91,27 +116,32 @@ def save_quality_plot(
     rows: Sequence[dict],
     path: str | Path,
     *,
-    metric: str,
+    metrics: Sequence[str],
     title: str = "",
-    floor: float | None = None,
+    floor: dict[str, float] | None = None,
 ) -> Path:
-    """Plot ``metric`` against NFE (log scale) for each solver in ``rows``."""
+    """One panel per metric: the metric against NFE (log scale) for each solver in ``rows``.
+
+    ``floor`` (the same metrics between training and held-out data) is drawn as a dashed line.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4 * len(metrics), 3.6), dpi=100, squeeze=False
+    )
     solvers = sorted({r["solver"] for r in rows})
-    for s in solvers:
-        pts = sorted((r["nfe"], r[metric]) for r in rows if r["solver"] == s and metric in r)
-        if not pts:
-            continue
-        style = "o" if len(pts) == 1 else "o-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=s)
-    if floor is not None:
-        ax.axhline(floor, color="0.5", ls="--", label="train vs held-out")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.legend()
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for s in solvers:
+            pts = sorted((r["nfe"], r[metric]) for r in rows if r["solver"] == s and metric in r)
+            if pts:
+                style = "o" if len(pts) == 1 else "o-"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=s)
+        if floor and metric in floor:
+            ax.axhline(floor[metric], color="0.5", ls="--", label="train vs held-out")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -130,7 +130,7 @@ def test_eval_table_json_plot(run_dir, capsys):
                 "euler,midpoint",
                 "--num-samples",
                 "100",
-                "--no-dopri5",
+                "--no-reference",
             ]
         )
         == 0
@@ -165,7 +165,10 @@ def test_resume_continues(run_dir, tmp_path):
     ("argv", "message"),
     [
         (["train", "--set", "train.lrr=1", "--dry-run"], "unknown config key"),
-        (["train", "--set", "sample.solver=rk45", "--dry-run"], "sample.solver must be one of"),
+        (
+            ["train", "--set", "sample.solver=rk45", "--dry-run"],
+            "sample.solver.kind: unknown sampler 'rk45'",
+        ),
         (["train", "--data", "no_such_data", "--dry-run"], "no_such_data"),
         (["info", "/nonexistent/run"], "config.json"),
     ],
@@ -179,7 +182,7 @@ def test_errors_exit_nonzero_with_one_line(argv, message, capsys):
 def test_sample_errors(run_dir, tmp_path, capsys):
     out = str(tmp_path / "x.npz")
     assert main(["sample", str(run_dir), "--solver", "midpoint", "--nfe", "3", "--out", out]) == 2
-    assert "not a multiple" in capsys.readouterr().err
+    assert "must be a multiple" in capsys.readouterr().err
     assert main(["sample", str(run_dir), "--label", "3", "--out", out]) == 2
     assert "unconditional" in capsys.readouterr().err
     assert main(["sample", str(run_dir), "--out", str(tmp_path / "x.txt")]) == 2
@@ -251,7 +254,7 @@ def test_periodic_eval_and_snapshots(tmp_path):
         "--set",
         "train.eval_every=10",
         "--set",
-        "sample.nfe=2",
+        "sample.solver.nfe=2",
     ]
     assert main(argv) == 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -281,7 +284,9 @@ def test_sample_custom_grid(run_dir, tmp_path, capsys):
     assert main(argv) == 0
     assert "NFE 6" in capsys.readouterr().out  # 3 Heun steps
     assert main([*argv[:-2], "--nfe", "4", "--out", str(out)]) == 2
-    assert "grid_values has 3 steps" in capsys.readouterr().err
+    assert "--grid-values have 3 steps but --nfe 4 means 2 heun steps; pass --nfe 6" in (
+        capsys.readouterr().err
+    )
     bad = ["sample", str(run_dir), "--grid-values", "0,0.7,0.5,1", "--out", str(out)]
     assert main(bad) == 2
     assert "strictly monotone" in capsys.readouterr().err

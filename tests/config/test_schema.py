@@ -2,13 +2,14 @@ import json
 
 import pytest
 
-from flowmatch.config.build import build_model, build_objective, build_solver, is_conditional
+from flowmatch.config.build import build_model, build_parts, build_sampler, build_step, cond_spec
 from flowmatch.config.schema import (
     ConfigError,
     RunConfig,
     apply_overrides,
     from_dict,
     load_toml,
+    overrides_dict,
     parse_value,
     to_dict,
 )
@@ -39,11 +40,13 @@ def test_unknown_key_names_the_key():
 
 
 def test_type_change_is_an_error():
-    with pytest.raises(ConfigError, match="train.steps must be int, got 'many'"):
+    with pytest.raises(ConfigError, match="train.steps must be an int, got 'many'"):
         from_dict(RunConfig, {"train": {"steps": "many"}})
-    with pytest.raises(ConfigError, match="train.steps must be int, got 1.5"):
+    with pytest.raises(ConfigError, match="train.steps must be an int, got 1.5"):
         from_dict(RunConfig, {"train": {"steps": 1.5}})
-    with pytest.raises(ConfigError, match=r"sample.solver must be one of .*'rk4'"):
+    with pytest.raises(
+        ConfigError, match=r"sample.solver.kind: unknown sampler 'rk45'; choose one of .*'rk4'"
+    ):
         from_dict(RunConfig, {"sample": {"solver": "rk45"}})
 
 
@@ -54,10 +57,17 @@ def test_out_of_range_value_names_the_section():
 
 def test_overrides_parse_toml_values():
     d = apply_overrides(
-        {}, ["train.lr=3e-4", "sample.solver=heun", "eval.nfe=[1, 4]", "model.attention=true"]
+        {},
+        [
+            "train.lr=3e-4",
+            "sample.solver=heun",
+            "eval.nfe=[1, 4]",
+            "model.kind=unet",
+            "model.attention=true",
+        ],
     )
     cfg = from_dict(RunConfig, d)
-    assert cfg.train.lr == 3e-4 and cfg.sample.solver == "heun"
+    assert cfg.train.lr == 3e-4 and cfg.sample.solver.kind == "heun"
     assert cfg.eval.nfe == (1, 4) and cfg.model.attention is True
     assert parse_value("midpoint") == "midpoint" and parse_value("2") == 2
 
@@ -88,19 +98,89 @@ def test_builders():
     import torch
 
     ds = ArrayDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1]), 3)
-    cfg = from_dict(RunConfig, {"model": {"base_channels": 8}})
-    assert is_conditional(cfg.model, ds)
-    model = build_model(cfg.model, ds.sample_shape, num_classes=ds.num_classes)
+    cfg = from_dict(RunConfig, {"model": {"kind": "unet", "base_channels": 8}})
+    cond = cond_spec(cfg.model, ds)
+    assert cond.num_classes == 3  # conditional = "auto": labelled data
+    model = build_model(cfg.model, ds.sample_shape, cond)
     assert model(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 3])).shape == (2, 1, 8, 8)
-    obj = build_objective(cfg, null_label=3)
+    step = build_step(build_parts(cfg, ds.sample_shape, cond), cfg)
+    obj = step.objective
     assert obj.cond_dropout == cfg.objective.cond_dropout and obj.null_label == 3
-    assert isinstance(build_solver("midpoint"), Midpoint)
-    assert isinstance(build_solver("dopri5", atol=1e-3), Dopri5)
-    with pytest.raises(ValueError, match="unknown solver 'rk45'"):
-        build_solver("rk45")
+    assert isinstance(build_sampler("midpoint"), Midpoint)
+    assert isinstance(build_sampler("dopri5", atol=1e-3), Dopri5)
+    with pytest.raises(ValueError, match="unknown sampler 'rk45'"):
+        build_sampler("rk45")
     flat = ArrayDataset(torch.zeros(4, 3))
-    with pytest.raises(ValueError, match="needs image data"):
+    with pytest.raises(ValueError, match="needs square images"):
         build_model(from_dict(RunConfig, {"model": {"kind": "unet"}}).model, flat.sample_shape)
     with pytest.raises(ValueError, match="has no labels"):
-        is_conditional(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
-    assert not is_conditional(from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds)
+        cond_spec(from_dict(RunConfig, {"model": {"conditional": "yes"}}).model, flat)
+    assert not cond_spec(
+        from_dict(RunConfig, {"model": {"conditional": "no"}}).model, ds
+    ).conditional
+
+
+def test_none_unsets_optional_numbers_from_toml_and_set(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('[train]\ngrad_clip = "none"\nema_decay = "none"\n')
+    cfg = from_dict(RunConfig, load_toml(p))
+    assert cfg.train.grad_clip is None and cfg.train.ema_decay is None
+    cfg = from_dict(RunConfig, apply_overrides({}, ["train.grad_clip=none"]))
+    assert cfg.train.grad_clip is None
+    # A string option keeps the literal text (a CSV column may be called "none").
+    assert from_dict(RunConfig, {"data": {"label_column": "none"}}).data.label_column == "none"
+
+
+def test_dry_run_rejects_bad_values_before_training(capsys):
+    from flowmatch.cli.main import main
+
+    for argv, match in [
+        (["--set", "sample.solver.nfe=3"], "sample.solver.nfe must be a multiple of midpoint's 2"),
+        (["--set", "train.lr=-1"], "train.lr must be > 0, got -1.0"),
+        (["--set", "coupling.reg=0.1"], "coupling.reg=0.1 only applies to the 'sinkhorn'"),
+        (["--set", "sample.solver=dopri5", "--set", "sample.grid=shifted"], "sample.grid"),
+        (["--set", "eval.solvers=['dopri5']"], "eval.solvers"),
+        (["--set", "model.kind=unet"], "needs square images"),
+        (["--set", "sample.guidance=2"], "sample.guidance=2.0 needs a conditional model"),
+    ]:
+        assert main(["train", "--dry-run", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], (argv, err)
+
+
+@pytest.mark.parametrize("word", ["none", "None", "NULL", " none "])
+def test_toml_none_strings_unset_optional_keys(tmp_path, word):
+    # TOML has no null: "none" unsets a key that allows it, as --set train.grad_clip=none does.
+    p = tmp_path / "c.toml"
+    p.write_text(
+        f'[train]\ngrad_clip = "{word}"\nema_decay = "{word}"\n[data]\nn_train = "{word}"\n'
+    )
+    cfg = from_dict(RunConfig, load_toml(p))
+    assert cfg.train.grad_clip is None and cfg.train.ema_decay is None and cfg.data.n_train is None
+    from_set = from_dict(
+        RunConfig, overrides_dict(["train.grad_clip=none", "train.ema_decay=None"])
+    )
+    assert from_set.train.grad_clip is None and from_set.train.ema_decay is None
+
+
+def test_none_strings_stay_strings_where_unset_is_not_allowed(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nsteps = "none"\n')
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got 'none' \(str\)"):
+        from_dict(RunConfig, load_toml(p))
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got None"):
+        from_dict(RunConfig, overrides_dict(["train.steps=none"]))
+
+
+def test_non_utf8_toml_names_the_file(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes("[train]\n# caf\xe9\nsteps = 3\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file '.*latin1.toml' is not UTF-8 text"):
+        load_toml(p)
+
+
+def test_a_directory_as_config_file_and_an_empty_data_name(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a TOML file"):
+        load_toml(tmp_path)
+    with pytest.raises(ConfigError, match=r"data.name must name a built-in data set or a path"):
+        from_dict(RunConfig, {"data": {"name": " "}})

@@ -252,6 +252,11 @@ def test_array_dataset_infers_classes_and_moves():
             ValueError,
             r"labels must lie in \[0, 2\), got values in \[-1, 1\]",
         ),
+        (
+            {"x": torch.zeros(2, 2), "labels": torch.tensor([0, 1]), "meta": {"class_names": [7]}},
+            ValueError,
+            r"meta\['class_names'\] must name the 2 classes, got 1 names",
+        ),
     ],
 )
 def test_array_dataset_errors(kwargs, exc, match):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -14,8 +16,10 @@ from flowmatch.data.registry import (
     BUILTIN_DATASETS,
     DEFAULT_TOY_SIZES,
     STD_FLOOR,
+    constant_features,
     fit_standardizer,
     load_dataset,
+    split_indices,
 )
 from flowmatch.data.toy import TOY_DATASETS, TOY_NUM_CLASSES
 
@@ -44,6 +48,7 @@ def test_builtin_names():
         "moons",
         "circles",
         "spirals",
+        "8gaussians_angle",
         "digits",
     }
 
@@ -137,7 +142,7 @@ def test_npy_tabular_split_and_standardization(tmp_path):
     assert (len(train), len(test)) == (45, 5)  # 10 % held out
     tr, te = _row_ids(train), _row_ids(test)
     assert not set(tr) & set(te) and sorted(tr + te) == list(range(50))  # a partition
-    assert tr == sorted(tr) and te == sorted(te)  # each split keeps file order
+    assert tr != sorted(tr)  # splits come back shuffled, not in file order
     assert train.meta["standardize"] == "per_feature"
     # per-feature standardisation fitted on train: exact moments there
     assert train.x.double().mean(0).abs().max() < 1e-5
@@ -201,12 +206,16 @@ def test_csv(tmp_path):
     assert torch.equal(train.labels, data[:, 0].round().long() % 3)  # labels follow their rows
 
 
-def test_constant_feature_is_floored(tmp_path):
-    arr = np.stack([np.arange(10.0), np.full(10, 3.0)], axis=1)
+def test_constant_feature_is_centred_and_unscaled(tmp_path):
+    arr = np.stack([np.arange(10.0), np.full(10, 0.1)], axis=1)  # 0.1: not exact in binary
     np.save(tmp_path / "c.npy", arr)
     train, test = load_dataset(tmp_path / "c.npy")
-    assert train.standardizer.std[1].item() == pytest.approx(STD_FLOOR)
-    assert torch.all(train.x[:, 1] == 0) and torch.all(test.x[:, 1] == 0)  # centred, finite
+    assert train.standardizer.std[1].item() == 1.0  # the rule: constant -> std = 1
+    assert train.standardizer.mean[1].item() == np.float32(0.1)  # centred on its own value
+    assert torch.all(train.x[:, 1] == 0) and torch.all(test.x[:, 1] == 0)  # exactly 0
+    assert train.meta["constant_features"] == 1
+    # nothing is divided by ~0 and no log(1e-6) enters the data-space likelihood correction
+    assert train.standardizer.log_abs_det() == pytest.approx(math.log(train.standardizer.std[0]))
 
 
 def test_image_folder(tmp_path):
@@ -303,3 +312,235 @@ def test_file_errors(tmp_path):
         match="n_train=10 exceeds the 9 samples available for training .* after holding out 1",
     ):
         load_dataset(path, n_train=10)
+
+
+# --------------------------------------------------------------------------- stratified split
+
+
+def _class_sorted_csv(path, counts=(100, 100, 100), shuffle_seed=None):
+    """Classes in blocks (as exported from a groupby), far apart in feature space."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(c, k) for k, c in enumerate(counts)])
+    x = rng.normal(size=(len(y), 2)) + 10.0 * y[:, None]
+    rows = np.column_stack([x, y])
+    if shuffle_seed is not None:
+        rows = rows[np.random.default_rng(shuffle_seed).permutation(len(rows))]
+    np.savetxt(path, rows, fmt="%.6g", delimiter=",", header="a,b,cls", comments="")
+    return path
+
+
+def _class_of_rows(ds: ArrayDataset) -> list[int]:
+    # classes are 10 apart along feature a: recover them from the data, not from the labels
+    return (_data_space(ds)[:, 0] / 10).round().long().tolist()
+
+
+@pytest.mark.parametrize("shuffle_seed", [None, 3])  # a class-sorted file and a shuffled copy
+def test_split_of_a_class_sorted_csv_is_stratified_and_shuffled(tmp_path, shuffle_seed):
+    path = _class_sorted_csv(tmp_path / "sorted.csv", shuffle_seed=shuffle_seed)
+    train, test = load_dataset(path, label_column="cls", seed=0)
+    assert (len(train), len(test)) == (270, 30)
+    assert test.labels.tolist() == _class_of_rows(test)  # labels travel with their rows
+    # each class keeps its share of the test set: 30 * 100 / 300 = 10, within one sample
+    for split in (test, train):
+        counts = torch.bincount(split.labels, minlength=3)
+        expected = len(split) * 100 / 300  # the data's class proportions are 1/3 each
+        assert torch.all((counts - expected).abs() <= 1), counts.tolist()
+    # shuffled order: a prefix is a random sample, not one class
+    assert len(set(test.labels[:10].tolist())) > 1 and len(set(train.labels[:10].tolist())) > 1
+    again, again_test = load_dataset(path, label_column="cls", seed=0)
+    assert torch.equal(again.x, train.x) and torch.equal(again_test.x, test.x)  # seeded
+    _, other = load_dataset(path, label_column="cls", seed=1)
+    assert not torch.equal(other.x, test.x)
+
+
+def test_split_of_unlabelled_rows_is_shuffled(tmp_path):
+    path, _ = _ids_file(tmp_path, 300)
+    train, test = load_dataset(path, seed=4)
+    tr, te = _row_ids(train), _row_ids(test)
+    assert tr != sorted(tr) and te != sorted(te)
+    assert sorted(tr + te) == list(range(300))
+    # the test set is a random sample of the file: its ids are spread over all rows
+    assert min(te) < 60 and max(te) > 240
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_indices_rules_on_imbalanced_classes(seed):
+    counts = [200, 50, 7, 2, 1]
+    labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    n = len(labels)
+    idx_tr, idx_te = split_indices(n, labels, seed, n_test=26)
+    assert len(idx_te) == 26 and len(idx_tr) == n - 26
+    assert not set(idx_tr.tolist()) & set(idx_te.tolist())
+    test_counts = torch.bincount(labels[idx_te], minlength=5).tolist()
+    # quotas 26 c / 260 = 20, 5, 0.7, 0.2, 0.1: the classes of >= 2 samples all give one (the
+    # two small ones are lifted to 1, taken from the others) and the single sample trains
+    assert test_counts[2] == test_counts[3] == 1 and test_counts[4] == 0
+    assert 19 <= test_counts[0] <= 20 and 4 <= test_counts[1] <= 5
+    assert torch.bincount(labels[idx_tr], minlength=5).min() >= 1  # every class trains
+
+
+def test_split_indices_quota_without_binding_bounds():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        counts = torch.randint(5, 300, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g)
+        labels = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        labels = labels[torch.randperm(len(labels), generator=g)]  # file order does not matter
+        n, k = len(labels), int(len(labels) // 4)
+        _, idx_te = split_indices(n, labels, trial, n_test=k)
+        quota = counts.double() * k / n  # >= 1.25 for every class here: no bound binds
+        got = torch.bincount(labels[idx_te], minlength=len(counts)).double()
+        assert torch.all((got - quota).abs() < 1), (counts.tolist(), got.tolist())
+
+
+def test_split_indices_smaller_train_set_is_stratified():
+    labels = torch.arange(300) // 100  # sorted
+    idx_tr, idx_te = split_indices(300, labels, 0, n_train=30, n_test=30)
+    assert torch.bincount(labels[idx_tr]).tolist() == [10, 10, 10]
+    assert torch.bincount(labels[idx_te]).tolist() == [10, 10, 10]
+    assert not set(idx_tr.tolist()) & set(idx_te.tolist())
+
+
+def test_split_indices_more_classes_than_test_samples():
+    labels = torch.arange(20) // 2  # 10 classes of 2
+    idx_tr, idx_te = split_indices(20, labels, 0, n_test=3)
+    assert len(set(labels[idx_te].tolist())) == 3  # three different classes, one each
+    assert len(idx_tr) == 17
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((1, None, 0), {}, ValueError, r"the data has 1 sample\(s\); a train/test split needs"),
+        ((2.0, None, 0), {}, TypeError, "n must be an int"),
+        ((4, None, "0"), {}, TypeError, "seed must be an int"),
+        ((4, torch.zeros(4), 0), {}, TypeError, "labels must be an int64 tensor .*float32"),
+        ((4, torch.zeros(3, dtype=torch.long), 0), {}, ValueError, r"shape \(n,\) = \(4,\)"),
+        ((4, -torch.ones(4, dtype=torch.long), 0), {}, ValueError, "class indices >= 0, got -1"),
+        ((4, None, 0), {"n_test": 4}, ValueError, "n_test=4 exceeds the 3 samples available"),
+        ((4, None, 0), {"n_train": 0}, ValueError, "n_train must be >= 1"),
+    ],
+)
+def test_split_indices_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        split_indices(*args, **kwargs)
+
+
+def test_digits_split_is_random_but_not_stratified():
+    # documented, and kept: benchmark numbers depend on the fixed membership
+    _, test = load_dataset("digits")
+    counts = torch.bincount(test.labels, minlength=10)
+    assert counts.min() == 23 and counts.max() == 38  # ~29.7 each if it were stratified
+    assert len(set(test.labels[:10].tolist())) > 1  # its order is a random permutation
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_labels_are_remapped_with_class_names(tmp_path):
+    rows = "\n".join(f"{i},{[-1, 5, 10**8][i % 3]}" for i in range(30))
+    (tmp_path / "t.csv").write_text("a,y\n" + rows + "\n")
+    train, test = load_dataset(tmp_path / "t.csv", label_column="y")
+    assert train.num_classes == test.num_classes == 3  # not 10**8 + 1
+    assert train.meta["class_names"] == test.meta["class_names"] == [-1, 5, 10**8]
+    json.dumps(train.meta)
+    # class k of a row is the index of its original value in class_names
+    ids = _data_space(train)[:, 0].round().long()
+    assert torch.equal(train.labels, ids % 3)
+
+
+def test_uint64_npz_labels_through_load_dataset(tmp_path):
+    y = np.array([0, 2**64 - 1] * 10, dtype=np.uint64)
+    np.savez(tmp_path / "a.npz", x=np.arange(40.0).reshape(20, 2), y=y)
+    train, _ = load_dataset(tmp_path / "a.npz")
+    assert train.num_classes == 2 and train.meta["class_names"] == [0, 2**64 - 1]
+    assert train.labels.min() == 0  # no wrap to -1
+
+
+@pytest.mark.parametrize("name", ["moons", "digits"])
+def test_builtin_class_names(name):
+    train, _ = load_dataset(name, n_train=20, n_test=5)
+    assert train.meta["class_names"] == list(range(train.num_classes))
+
+
+def test_unlabelled_data_has_no_class_names(tmp_path):
+    path, _ = _ids_file(tmp_path, 10)
+    train, _ = load_dataset(path)
+    assert "class_names" not in train.meta and train.num_classes is None
+
+
+# --------------------------------------------------------------------------- hostile specs
+
+
+def test_identical_samples_are_refused(tmp_path):
+    np.save(tmp_path / "same.npy", np.full((50, 3), 2.0))
+    with pytest.raises(
+        ValueError, match=r"all 50 samples in .*same.npy are identical: there is nothing"
+    ):
+        load_dataset(tmp_path / "same.npy")
+
+
+def test_folder_named_like_a_data_file(tmp_path):
+    (tmp_path / "x.npy").mkdir()
+    with pytest.raises(ValueError, match=r"x.npy' is a folder, but its name ends in .npy"):
+        load_dataset(tmp_path / "x.npy")
+
+
+def test_grayscale_reaches_the_image_reader(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    (tmp_path / "imgs").mkdir()
+    image.new("L", (2, 2), 0).save(tmp_path / "imgs" / "a.png")
+    image.new("RGB", (2, 2), (9, 9, 9)).save(tmp_path / "imgs" / "b.png")
+    with pytest.raises(ValueError, match="same size and mode"):
+        load_dataset(tmp_path / "imgs")
+    train, test = load_dataset(tmp_path / "imgs", grayscale=False)
+    assert train.sample_shape == (3, 2, 2)
+    path, _ = _ids_file(tmp_path, 10)
+    with pytest.raises(ValueError, match="grayscale=True applies to image folders only"):
+        load_dataset(path, grayscale=True)
+    with pytest.raises(ValueError, match="grayscale applies to image folders only, not to 'moons'"):
+        load_dataset("moons", grayscale=True)
+
+
+# --------------------------------------------------------------------------- constant features
+
+
+def test_constant_column_trains_without_warnings(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.normal(size=(40, 2)), np.full(40, 7.0)])
+    np.savetxt(tmp_path / "t.csv", rows, fmt="%.6g", delimiter=",", header="a,b,c", comments="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division warning anywhere in loading
+        with caplog.at_level(logging.INFO, logger="flowmatch.data.registry"):
+            train, test = load_dataset(tmp_path / "t.csv")
+        data = train.standardizer.inverse(train.x)
+    assert torch.equal(train.standardizer.std[2], torch.tensor(1.0))
+    assert torch.all(train.x[:, 2] == 0) and torch.all(data[:, 2] == 7.0)  # exact round trip
+    assert train.meta["constant_features"] == 1
+    assert "1 of 3 feature entries are constant in the training split" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["per_feature", "global"])
+def test_fit_standardizer_constant_rule(mode):
+    x = torch.full((5, 3), 0.1, dtype=F64)
+    std = fit_standardizer(x, mode)
+    assert torch.all(std.std == 1) and torch.all(std.transform(x.float()) == 0)
+    assert torch.all(constant_features(x, mode))
+
+
+def test_fit_standardizer_tiny_but_varying_feature_is_scaled():
+    # values in tiny units are real variation, not a constant: no units-dependent floor
+    x = torch.tensor([[1e-9], [3e-9], [2e-9], [4e-9]], dtype=F64)
+    std = fit_standardizer(x, "per_feature")
+    assert std.std.item() == pytest.approx(float(x.std(correction=0)), rel=1e-6)
+    assert not constant_features(x, "per_feature").any()
+    # a std that float32 cannot divide by counts as constant
+    below = torch.tensor([[0.0], [STD_FLOOR / 10]], dtype=F64)
+    assert constant_features(below, "per_feature").all()
+    assert fit_standardizer(below, "per_feature").std.item() == 1.0
+
+
+def test_fit_standardizer_shape_errors():
+    with pytest.raises(ValueError, match=r"x must have shape \(N, \*D\) with N >= 1, got \(0, 2\)"):
+        fit_standardizer(torch.zeros(0, 2), "per_feature")
+    with pytest.raises(ValueError, match=r"got \(3,\)"):
+        constant_features(torch.zeros(3), "global")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flowmatch.guidance import ClassifierFreeGuidance
+from flowmatch.interfaces import Condition
 from flowmatch.models import MLP
 from flowmatch.paths import AffinePath, CosineSchedule
 from flowmatch.solvers import Euler, solve
@@ -180,3 +181,136 @@ def test_call_errors():
 
     with pytest.raises(ValueError, match=r"field returned shape \(4, 4\) for a batch of shape"):
         ClassifierFreeGuidance(bad, 2.0, NULL)(x, t, labels)
+
+
+# ------------------------------------------------------------------ values and context
+
+
+class ToyValueContextField:
+    """v(x, t, c) = x (1 + t) + e(c), e = values W + flatten(context) U, or e_null if dropped.
+
+    The null branch must reach the field as drop = True (values/context passed unchanged).
+    """
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.W = torch.randn(2, D, generator=g, dtype=F64)
+        self.U = torch.randn(6, D, generator=g, dtype=F64)
+        self.e_null = torch.randn(D, generator=g, dtype=F64)
+        self.calls: list = []
+
+    def __call__(self, x, t, cond=None):
+        self.calls.append(cond)
+        e = torch.zeros_like(x)
+        if cond.values is not None:
+            e = e + cond.values @ self.W
+        if cond.context is not None:
+            e = e + cond.context.reshape(len(x), -1) @ self.U
+        if cond.drop is not None:
+            e = torch.where(cond.drop[:, None], self.e_null, e)
+        return x * (1 + t[:, None]) + e
+
+
+def value_inputs(kinds: tuple[str, ...], batch: int = D):
+    x, t, labels = inputs(batch)
+    g = torch.Generator().manual_seed(5)
+    parts = {
+        "values": torch.randn(batch, 2, generator=g, dtype=F64),
+        "context": torch.randn(batch, 3, 2, generator=g, dtype=F64),
+    }
+    return x, t, Condition(**{k: parts[k] for k in kinds})
+
+
+VALUE_KINDS = [("values",), ("context",), ("values", "context")]
+
+
+@pytest.mark.parametrize("kinds", VALUE_KINDS)
+def test_values_and_context_exact_at_scale_one_and_zero(kinds):
+    field = ToyValueContextField()
+    x, t, c = value_inputs(kinds)
+    cond_out = ClassifierFreeGuidance(field, 1.0)(x, t, c)
+    assert torch.equal(cond_out, field(x, t, c))  # s = 1: the conditional field, one call
+    field.calls.clear()
+    null_out = ClassifierFreeGuidance(field, 0.0)(x, t, c)
+    (null,) = field.calls  # s = 0: only the null branch, batch B
+    assert null.drop.all() and null.values is c.values and null.context is c.context
+    expected = x * (1 + t[:, None]) + field.e_null
+    assert torch.equal(null_out, expected)
+    assert torch.equal(
+        null_out,
+        field(
+            x,
+            t,
+            Condition(values=c.values, context=c.context, drop=torch.ones(D, dtype=torch.bool)),
+        ),
+    )
+
+
+@pytest.mark.parametrize("kinds", VALUE_KINDS)
+def test_values_and_context_guidance_is_affine_in_one_batched_call(kinds):
+    field = ToyValueContextField()
+    x, t, c = value_inputs(kinds, batch=5)
+    v_cond = field(x, t, c)
+    v_null = x * (1 + t[:, None]) + field.e_null
+    for s in (-0.5, 2.0, 4.5):
+        field.calls.clear()
+        out = ClassifierFreeGuidance(field, s, interval=(0.0, 1.0))(x, t, c)
+        (both,) = field.calls  # one call of batch 2B: [cond; null]
+        assert both.batch_size == 10
+        assert torch.equal(both.drop, torch.tensor([False] * 5 + [True] * 5))
+        # lerp vs the affine form: float64 round-off on O(10) values.
+        torch.testing.assert_close(out, v_null + s * (v_cond - v_null), rtol=0, atol=1e-12)
+
+
+def test_mixed_labels_and_values_null_both():
+    seen = []
+
+    def field(x, t, cond=None):
+        seen.append(cond)
+        return x
+
+    x, t, labels = inputs()
+    c = Condition(
+        labels=labels,
+        values=torch.zeros(D, 1, dtype=F64),
+        drop=torch.tensor([True, False, False, False]),
+    )
+    ClassifierFreeGuidance(field, 3.0, NULL)(x, t, c)
+    (both,) = seen
+    assert both.labels[:D].tolist() == labels.tolist() and (both.labels[D:] == NULL).all()
+    assert both.drop.tolist() == [True, False, False, False] + [True] * D  # a given mask is kept
+    with pytest.raises(
+        ValueError, match="the condition has labels but ClassifierFreeGuidance got null_label=None"
+    ):
+        ClassifierFreeGuidance(field, 3.0)(x, t, c)
+
+
+def test_with_solver_and_mlp_on_values_and_context():
+    net = MLP(dim=D, hidden=16, depth=2, values_dim=2, context_shape=(3, 2)).double()
+    _, _, c = value_inputs(("values", "context"))
+    x0, _, _ = inputs()
+    sol = solve(
+        ClassifierFreeGuidance(net, 2.0), x0, make_grid("uniform", 4, dtype=F64), Euler(), cond=c
+    )
+    assert sol.x.shape == (D, D) and sol.nfe == 4
+    # At s = 0 the guided solve is the unconditional one (null embedding for every sample).
+    null = Condition(values=c.values, context=c.context, drop=torch.ones(D, dtype=torch.bool))
+    g0 = solve(
+        ClassifierFreeGuidance(net, 0.0), x0, make_grid("uniform", 4, dtype=F64), Euler(), cond=c
+    )
+    assert torch.equal(
+        g0.x, solve(net, x0, make_grid("uniform", 4, dtype=F64), Euler(), cond=null).x
+    )
+
+
+def test_condition_errors():
+    cfg = ClassifierFreeGuidance(ToyValueContextField(), 2.0)
+    x, t, c = value_inputs(("values",))
+    with pytest.raises(ValueError, match="needs a condition with labels, values or context"):
+        cfg(x, t, Condition(drop=torch.zeros(D, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="cond must have batch size B = 4, got 2"):
+        cfg(x, t, Condition(values=c.values[:2]))
+    with pytest.raises(ValueError, match="cond must have batch size B = 4, got 3"):
+        ClassifierFreeGuidance(ToyValueContextField(), 2.0, NULL)(
+            x, t, Condition(labels=torch.zeros(3, dtype=torch.long))
+        )

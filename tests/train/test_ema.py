@@ -14,8 +14,15 @@ from flowmatch.data import ArrayDataset
 from flowmatch.models import MLP
 from flowmatch.objectives import FlowMatchingObjective
 from flowmatch.train import EMA, TrainConfig, Trainer, latest_checkpoint
+from flowmatch.train.checkpoint import _state_checksum
 from flowmatch.train.ema import ema_decay_at
 from oracles import GaussianOracle
+
+
+def _write_state(path, state):
+    """Rewrite a checkpoint's state.json as an edit by flowmatch itself would (re-sealed)."""
+    state["checksum"] = _state_checksum(state)
+    path.write_text(json.dumps(state))
 
 
 def _net(seed: int) -> nn.Module:
@@ -185,7 +192,7 @@ def _straight_and_half(tmp_path):
 def test_resume_with_warmup_is_bit_identical(tmp_path):
     data, model_fn, want = _straight_and_half(tmp_path)
     state = json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())
-    assert state["ema"] == {"num_updates": 12, "decay": 0.999, "warmup": True}
+    assert state["ema"] == {"model": {"num_updates": 12, "decay": 0.999, "warmup": True}}
     resumed = Trainer.resume(tmp_path, model_fn(5), FlowMatchingObjective(), data)
     assert resumed.ema.num_updates == 12
     resumed.fit()
@@ -199,8 +206,8 @@ def test_resume_reads_the_count_from_state_json(tmp_path):
     data, model_fn, want = _straight_and_half(tmp_path)
     path = latest_checkpoint(tmp_path) / "state.json"
     state = json.loads(path.read_text())
-    state["ema"]["num_updates"] = 0
-    path.write_text(json.dumps(state))
+    state["ema"]["model"]["num_updates"] = 0
+    _write_state(path, state)
     resumed = Trainer.resume(tmp_path, model_fn(5), FlowMatchingObjective(), data)
     resumed.fit()
     assert not all(torch.equal(a, b) for a, b in zip(want, _ema_params(resumed), strict=True))
@@ -214,7 +221,7 @@ def test_checkpoint_without_ema_count_resumes_from_its_step(tmp_path, caplog):
     path = latest_checkpoint(tmp_path) / "state.json"
     state = json.loads(path.read_text())
     del state["ema"]
-    path.write_text(json.dumps(state))
+    _write_state(path, state)
     with caplog.at_level(logging.WARNING, logger="flowmatch.train.ema"):
         resumed = Trainer.resume(tmp_path, model_fn(5), FlowMatchingObjective(), data)
     assert "no EMA update count" in caplog.text and resumed.ema.num_updates == 12
@@ -226,18 +233,25 @@ def test_corrupt_ema_count_is_an_error(tmp_path):
     data, model_fn, _ = _straight_and_half(tmp_path)
     path = latest_checkpoint(tmp_path) / "state.json"
     state = json.loads(path.read_text())
-    state["ema"] = {"num_updates": "12"}
-    path.write_text(json.dumps(state))
+    state["ema"] = {"model": {"num_updates": "12"}}
+    _write_state(path, state)
     with pytest.raises(ValueError, match=r"int num_updates >= 0, got \{'num_updates': '12'\}"):
+        Trainer.resume(tmp_path, model_fn(5), FlowMatchingObjective(), data)
+    state["ema"] = [12]
+    _write_state(path, state)
+    with pytest.raises(ValueError, match=r"'ema' must map module names to EMA states, got \[12\]"):
         Trainer.resume(tmp_path, model_fn(5), FlowMatchingObjective(), data)
 
 
 # --------------------------------------------------------------------------- short runs
 class _AlsoPlain:
-    """Stands in for ``trainer.ema``: updates the trainer's EMA and a plain (no warm-up) one."""
+    """Stands in for the trainer's EMA: updates it and a plain (no warm-up) one."""
 
     def __init__(self, ema: EMA, plain: EMA) -> None:
         self.ema, self.plain = ema, plain
+
+    def __getattr__(self, name: str):
+        return getattr(self.ema, name)
 
     def update(self) -> None:
         self.ema.update()
@@ -277,7 +291,9 @@ def test_ema_is_not_worse_than_raw_weights_on_a_short_run(steps):
             MLP(2, hidden=32, depth=2, time_dim=16), FlowMatchingObjective(), data, cfg
         )
         old = EMA(trainer.model, cfg.ema_decay, warmup=False)
-        trainer.ema, real_ema = _AlsoPlain(trainer.ema, old), trainer.ema  # type: ignore[assignment]
+        real_ema = trainer.ema
+        assert trainer.emas is not None and real_ema is not None
+        trainer.emas["model"] = _AlsoPlain(real_ema, old)  # type: ignore[assignment]
         trainer.fit()
         raw.append(_velocity_error(trainer.model, oracle))
         ema.append(_velocity_error(real_ema.module, oracle))

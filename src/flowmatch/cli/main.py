@@ -1,18 +1,35 @@
-"""``flowmatch`` command line: train, sample, eval, info (thin over ``flowmatch.api``)."""
+"""``flowmatch`` command line: train, sample, eval, info (thin over ``flowmatch.api``).
+
+Choices and help text come from the registries (``flowmatch.registry``): a plugin's sampler or
+metric shows up here without any edit. Errors exit with status 2 and one line naming the
+problem and the argument or config key (``--debug`` shows the traceback); argument errors
+too (no usage dump). An unexpected internal error exits with status 1, also in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
+import signal
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-from flowmatch.config.build import SOLVER_NAMES
+from typing import Any
 
 EXIT_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``flowmatch sample: error: argument --nfe: ...``."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -28,45 +45,84 @@ def _int_list(text: str) -> list[int]:
 
 
 def _float_list(text: str) -> list[float]:
+    from flowmatch.times.grids import custom_grid
+
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from None
+    if len(values) < 2:
+        raise argparse.ArgumentTypeError(
+            f"a grid needs at least two times (e.g. 0,0.5,1), got {text!r}"
+        )
+    try:
+        custom_grid(values)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("grid ", "the times ", 1)) from None
+    return values
 
 
-def _solver_list(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    for n in names:
-        if n not in SOLVER_NAMES:
-            raise argparse.ArgumentTypeError(
-                f"unknown solver {n!r}; choose from {list(SOLVER_NAMES)}"
-            )
-    return names
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, why: str = "") -> Any:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def _seed(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
 
 
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _registry_help(concept: str) -> str:
+    from flowmatch.registry import registries
+
+    return "; ".join(f"{name}: {doc}" for name, doc in registries()[concept].table())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``flowmatch`` command."""
-    p = argparse.ArgumentParser(
-        prog="flowmatch", description="Train, sample and evaluate flow-matching models."
-    )
+    """The argument parser of the ``flowmatch`` command (choices from the registries)."""
+    from flowmatch.config import schema  # noqa: F401  (registers the built-in components)
+    from flowmatch.solvers.base import SAMPLERS
+
+    p = _Parser(prog="flowmatch", description="Train, sample and evaluate flow-matching models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
-        help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)",
+        help="CPU threads for torch (default: 1, the fastest for the small reference models "
+        "and safe on a shared machine; raise it for large images)",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -77,45 +133,91 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)",
+        help="override a config key, e.g. --set train.lr=3e-4 or --set coupling.kind=exact_ot "
+        "(repeatable; 'none' unsets keys that allow it)",
     )
     t.add_argument("--data", help="built-in data set name or path (.npy/.npz/.csv/image folder)")
     t.add_argument("--steps", type=_positive_int, help="total training steps")
     t.add_argument("--out", default=None, help="run directory (default runs/<data>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its config, metrics, checkpoints, snapshots); "
+        "without it an existing run directory is refused",
+    )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    solvers = SAMPLERS.names()
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--num-samples", type=_positive_int, default=1000)
     s.add_argument(
-        "--solver", choices=SOLVER_NAMES, default=None, help="default: the run's sample.solver"
+        "--num-samples",
+        type=_positive_int,
+        default=None,
+        help="default: the rows of --cond (when it has more than one), else 1000",
+    )
+    s.add_argument(
+        "--solver",
+        default=None,
+        help=f"default: the run's sample.solver. {_registry_help('sampler')} (and any sampler "
+        "the run's plugins register)",
     )
     s.add_argument(
         "--nfe", type=_positive_int, default=None, help="function evaluations per sample"
     )
-    s.add_argument("--grid", choices=("uniform", "shifted"), default=None)
-    s.add_argument("--shift", type=float, default=None)
+    s.add_argument(
+        "--grid", default=None, help=f"default: the run's sample.grid. {_registry_help('grid')}"
+    )
     s.add_argument(
         "--grid-values",
         type=_float_list,
         default=None,
         help="a custom time grid, e.g. 0,0.5,0.8,1 (replaces --grid; --nfe defaults to match)",
     )
-    s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    s.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="solver.KEY=V|grid.KEY=V",
+        help="an option of the solver or grid, e.g. --opt solver.atol=1e-4 --opt grid.shift=2",
+    )
+    s.add_argument(
+        "--guidance",
+        type=_finite_float,
+        default=None,
+        help="classifier-free guidance scale (default: the run's sample.guidance)",
+    )
     s.add_argument("--label", type=int, default=None, help="class of all samples")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--cond",
+        metavar="FILE.npz",
+        default=None,
+        help="conditions of the samples: arrays 'labels' (class ids), 'cond' (values, N x C, "
+        "in the data's units) and/or 'context' (N x S), N rows or one row for all; needed for "
+        "runs conditioned on values or context",
+    )
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     s.add_argument("--out", required=True, help="output .npz (array 'samples') or .png")
 
     e = sub.add_parser("eval", help="metrics against held-out data per solver and NFE")
     e.add_argument("run_dir")
     e.add_argument("--nfe", type=_int_list, default=None, help="e.g. 1,2,4,8,16,32")
-    e.add_argument("--solver", type=_solver_list, default=None, help="e.g. euler,midpoint")
-    e.add_argument("--num-samples", type=_positive_int, default=None)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--no-dopri5", action="store_true", help="skip the adaptive reference row")
+    e.add_argument(
+        "--solver", type=_name_list, default=None, help=f"e.g. euler,midpoint (from {solvers})"
+    )
+    e.add_argument(
+        "--num-samples",
+        type=_int_at_least(2, " (a distance between sample sets needs two samples)"),
+        default=None,
+        help="generated samples per row (at most the held-out size)",
+    )
+    e.add_argument("--seed", type=_seed, default=0)
+    e.add_argument("--metrics", type=_name_list, default=None, help="metric names (default: all)")
+    e.add_argument("--no-reference", action="store_true", help="skip the adaptive reference row")
+    e.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     e.add_argument("--out", default=None, help="JSON output (default RUN_DIR/eval.json)")
 
     i = sub.add_parser("info", help="summarise a run")
@@ -128,32 +230,54 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmatch import api
     from flowmatch.cli.progress import ProgressBar
     from flowmatch.config import to_dict
+    from flowmatch.train.distributed import process_rank
 
     if args.resume:
-        if args.config or args.set or args.data:
+        given = [f for f, v in (("--config", args.config), ("--set", args.set),
+                                ("--data", args.data), ("--out", args.out),
+                                ("--overwrite", args.overwrite)) if v]  # fmt: skip
+        if given:
             raise ValueError(
-                "--resume continues a run with its stored config; drop --config/--set/--data"
+                "--resume continues a run with its stored config in its own directory; "
+                f"drop {'/'.join(given)}"
             )
-        cfg, _ = api.resume_config(args.resume, steps=args.steps)
-        train_ds, test_ds = api.load_data(cfg.data)
-        out = Path(args.resume)
+        cfg, info = api.resume_config(args.resume, steps=args.steps)
+        train_ds, test_ds = api.load_run_data(cfg, info, args.resume)
+        out, notes = Path(args.resume), []
     else:
-        cfg, train_ds, test_ds = api.resolve_config(
+        _check_flag_conflicts(args)
+        cfg, train_ds, test_ds = resolved = api.resolve_config(
             config_file=args.config, overrides=args.set, data=args.data, steps=args.steps
         )
+        notes = resolved.notes
+        for line in resolved.warnings:
+            print(f"flowmatch train: note: {line}", file=sys.stderr)
         out = Path(args.out or os.path.join("runs", Path(cfg.data.name).stem or "run"))
     if args.dry_run:
+        for note in notes:
+            print(f"preset ({train_ds.meta.get('kind')} data): {note}", file=sys.stderr)
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    rank0 = process_rank() == 0  # under torchrun only rank 0 reports
     callbacks = [ProgressBar(cfg.train.steps)] if rank0 and not args.quiet else []
     if rank0:
         print(
-            f"training on {train_ds.name} ({len(train_ds)} samples, shape {train_ds.sample_shape}) -> {out}"
+            f"training on {train_ds.name} ({len(train_ds)} samples, shape "
+            f"{train_ds.sample_shape}) -> {out}"
         )
-    api.train_run(
-        cfg, train_ds, out_dir=out, test_ds=test_ds, callbacks=callbacks, resume=bool(args.resume)
+    result = api.train_run(
+        cfg,
+        train_ds,
+        out_dir=out,
+        test_ds=test_ds,
+        callbacks=callbacks,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
     )
+    if result.wall_time == 0.0 and args.resume:
+        if rank0:
+            print(f"{out} is already at step {result.step} = train.steps: nothing to do")
+        return 0
     if rank0:
         written = [out / "config.json", out / "metrics.jsonl", out / "checkpoints"]
         written += [p for p in [out / "samples.png"] if p.exists()]
@@ -161,174 +285,287 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_flag_conflicts(args: argparse.Namespace) -> None:
+    """A flag and a ``--set`` of the same key with different values: say so, don't pick one."""
+    from flowmatch.config.schema import overrides_dict
+
+    sets = overrides_dict(args.set)
+    pairs = (
+        ("--steps", args.steps, "train", "steps"),
+        ("--data", args.data, "data", "name"),
+    )
+    for flag, value, section, key in pairs:
+        table = sets.get(section)
+        if value is None or not isinstance(table, dict) or key not in table:
+            continue
+        if table[key] != value:
+            raise ValueError(
+                f"{flag} {value} conflicts with --set {section}.{key}={table[key]}; give one"
+            )
+
+
+#: API option keys -> the ``sample``/``eval`` arguments that set them (for messages).
+_SAMPLE_FLAGS = {
+    "nfe": "--nfe",
+    "solver": "--solver",
+    "guidance": "--guidance",
+    "label": "--label",
+    "num_samples": "--num-samples",
+}
+_EVAL_FLAGS = {
+    "nfe": "--nfe",
+    "solvers": "--solver",
+    "num_samples": "--num-samples",
+    "metrics": "--metrics",
+    "reference": "eval.reference",
+}
+
+
+def _as_cli_error(err: Exception, flags: dict[str, str], prefixes: dict[str, str]) -> Exception:
+    """An API ``OptionError`` re-worded with the CLI argument that set the key."""
+    from flowmatch.utils.options import OptionError
+
+    if not isinstance(err, OptionError) or not err.key:
+        return err
+    key = err.key.removeprefix("sample.")
+    head, _, rest = key.partition(".")
+    if key in flags:
+        flag = flags[key]
+    elif rest and head in prefixes:
+        flag = f"{prefixes[head]} {head}.{rest}"
+    elif head in prefixes and not rest:
+        flag = prefixes[head]
+    else:
+        return err
+    reason = err.reason
+    if flag == "--grid-values":
+        reason = reason.removeprefix("values ")
+    text = f"{flag} {reason[1:].lstrip()}" if reason.startswith("=") else f"{flag} {reason}"
+    # The API's own spelling of the budget, in the arguments' spelling.
+    return ValueError(re.sub(r"\bnfe=(\d+)", r"--nfe \1", text))
+
+
+def _sampling_request(args: argparse.Namespace) -> dict[str, Any]:
+    """``api.generate`` keywords from ``sample`` arguments (``--opt`` is checked by registry)."""
+    from flowmatch.config.schema import ConfigError, overrides_dict
+
+    for item in args.opt:
+        if "=" not in item:
+            raise ConfigError("--opt", f"expects solver.KEY=VALUE or grid.KEY=VALUE, got {item!r}")
+    opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
+    unknown = sorted(set(opts) - {"solver", "grid"})
+    if unknown:
+        raise ConfigError("--opt", f"takes solver.KEY=VALUE or grid.KEY=VALUE, got {unknown[0]!r}")
+    if args.grid_values is not None and args.grid is not None:
+        raise ConfigError("--grid-values", "replaces --grid; give one of them")
+    return {
+        "solver": args.solver,
+        "nfe": args.nfe,
+        "grid": args.grid_values if args.grid_values is not None else args.grid,
+        "solver_options": opts.get("solver"),
+        "grid_options": opts.get("grid"),
+    }
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """``flowmatch sample``."""
     import numpy as np
 
     from flowmatch import api
+    from flowmatch.solvers.base import SAMPLERS
 
-    run = api.load_run(args.run_dir, use_ema=not args.no_ema)
-    sc = run.config.sample
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
-    res = api.generate(
-        run,
-        args.num_samples,
-        solver=args.solver or sc.solver,
-        nfe=args.nfe or _default_nfe(args, sc),
-        grid=args.grid or sc.grid,
-        shift=args.shift if args.shift is not None else sc.shift,
-        guidance=args.guidance,
-        label=args.label,
-        seed=args.seed,
-        atol=sc.atol,
-        rtol=sc.rtol,
-        grid_values=args.grid_values,
-    )
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .npz or .png file name")
+    _refuse_run_files(out, args.run_dir)
+    _refuse_run_files(out.with_suffix(".npz"), args.run_dir)
+    run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
+    kind = args.solver or run.sample.solver.kind
+    if args.nfe is not None and SAMPLERS[kind].adaptive:
+        raise ValueError(
+            f"--nfe {args.nfe} does not apply to {kind}, which is adaptive and chooses its own "
+            "steps (the NFE it spent is reported); drop --nfe, or set its tolerance with "
+            "--opt solver.atol=... --opt solver.rtol=..."
+        )
+    cond, num_samples = _condition_request(args)
+    request = _sampling_request(args)
+    flags = {**_SAMPLE_FLAGS, "grid": "--grid-values" if args.grid_values else "--grid"}
+    for part in ("solver", "grid"):  # an option given as --opt grid.shift=2 is named so
+        flags.update({k: f"--opt {part}.{k}" for k in request[f"{part}_options"] or {}})
+    try:
+        res = api.generate(
+            run,
+            num_samples,
+            guidance=args.guidance,
+            label=args.label,
+            cond=cond,
+            seed=args.seed,
+            **request,
+        )
+    except ValueError as err:
+        raise _as_cli_error(err, flags, {"solver": "--opt", "grid": "--opt"}) from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    npz = out.with_suffix(".npz")
+    with _atomic_output(npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **_sample_arrays(res))  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
-        save_samples_png(res.samples, out, labels=res.labels, title=f"NFE {res.nfe}")
-        np.savez(out.with_suffix(".npz"), **_arrays(res))
-        print(
-            f"wrote {out} and {out.with_suffix('.npz')} ({args.num_samples} samples, NFE {res.nfe})"
+        what = f"label {args.label}" if args.label is not None else ""
+        title = ", ".join(
+            x
+            for x in (
+                f"{Path(args.run_dir).name} @ step {run.step}",
+                f"{res.solver} NFE {res.nfe}",
+                f"guidance {res.guidance:g}" if res.guidance != 1.0 else "",
+                what,
+                "raw weights" if args.no_ema else "",
+            )
+            if x
         )
+        values = None if res.cond is None or res.cond.values is None else res.cond.values[:, 0]
+        with _atomic_output(out) as tmp:
+            save_samples_png(res.samples, tmp, labels=res.labels, title=title, values=values)
+        print(f"wrote {out} and {npz} ({num_samples} samples, NFE {res.nfe})")
     else:
-        np.savez(out, **_arrays(res))
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
     return 0
 
 
-def _default_nfe(args: argparse.Namespace, sc) -> int:  # noqa: ANN001
-    """The run's sample.nfe, or the NFE that matches a custom grid."""
-    if args.grid_values is None:
-        return sc.nfe
-    from flowmatch.config.build import build_solver
-    from flowmatch.solvers.base import ODESolver
-
-    slv = build_solver(args.solver or sc.solver)
-    stages = slv.stages if isinstance(slv, ODESolver) else 1
-    return max(1, (len(args.grid_values) - 1) * stages)
-
-
-def _arrays(res) -> dict:  # noqa: ANN001
-    arrays = {"samples": res.samples.numpy()}
+def _sample_arrays(res: Any) -> dict[str, Any]:
+    """What ``sample`` saves: the samples and, per sample, its labels and conditions."""
+    arrays: dict[str, Any] = {"samples": res.samples.numpy()}
     if res.labels is not None:
         arrays["labels"] = res.labels.numpy()
+    if res.cond is not None:  # each sample with its condition, in the file's units
+        for key, part in (("cond", res.cond.values), ("context", res.cond.context)):
+            if part is not None:
+                arrays[key] = part.numpy()
     return arrays
+
+
+def _condition_request(args: argparse.Namespace) -> tuple[Any, int]:
+    """The ``--cond`` file as a ``Condition`` (or ``None``) and the number of samples."""
+    if args.cond is None:
+        return None, args.num_samples or 1000
+    from flowmatch.data.files import read_condition_file
+
+    cond = read_condition_file(args.cond)
+    rows = cond.batch_size or 0
+    return cond, args.num_samples or (rows if rows > 1 else 1000)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write ``path`` into, renamed onto it when the block succeeds."""
+    from flowmatch.utils.io import TMP_PREFIX, write_error
+
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _refuse_run_files(out: Path, run_dir: str) -> None:
+    """An output must not replace what the run is made of (config, metrics, checkpoints)."""
+    run = Path(run_dir).resolve()
+    target = out.resolve()
+    protected = [run / "config.json", run / "metrics.jsonl", run / ".lock"]
+    if target in protected or run / "checkpoints" in target.parents:
+        raise ValueError(f"--out {str(out)!r} would overwrite a file of run {run_dir!r}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``flowmatch eval``."""
     from flowmatch import api
-    from flowmatch.viz import save_quality_plot
+    from flowmatch.cli.report import print_eval, save_eval_plot
+    from flowmatch.utils.io import atomic_write_text
 
-    run = api.load_run(args.run_dir)
-    ec = run.config.eval
-    train_ds, test_ds = api.load_data(run.config.data)
-    report = api.evaluate(
-        run,
-        test_ds,
-        nfe=args.nfe or list(ec.nfe),
-        solvers=args.solver or list(ec.solvers),
-        num_samples=args.num_samples or ec.num_samples,
-        seed=args.seed,
-        dopri5=ec.dopri5 and not args.no_dopri5,
-        train_ds=train_ds,
-    )
-    metrics = (
-        [k for k in report["rows"][0] if k not in ("solver", "nfe", "seconds")]
-        if report["rows"]
-        else []
-    )
-    print(
-        f"{run.info['data']['name']} @ step {run.step}, {report['num_samples']} samples vs held-out"
-    )
-    header = ["solver", "nfe", *metrics, "seconds"]
-    print("  ".join(f"{h:>10}" for h in header))
-    for r in report["rows"]:
-        print("  ".join(f"{_fmt(r[h]):>10}" for h in header))
-    if report["floor"]:
-        print(
-            "  ".join(
-                [
-                    f"{'train/test':>10}",
-                    f"{'-':>10}",
-                    *(f"{_fmt(report['floor'].get(m, '-')):>10}" for m in metrics),
-                    f"{'-':>10}",
-                ]
-            )
-        )
-    if "nll" in report:
-        print(
-            f"held-out NLL {report['nll']:.4f} nats/sample (dopri5, exact divergence); "
-            f"straightness {report['straightness']:.4g}"
-        )
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
-    out.write_text(json.dumps(report, indent=2))
-    written = [str(out)]
-    if metrics:
-        try:
-            png = save_quality_plot(
-                report["rows"],
-                out.with_suffix(".png"),
-                metric=metrics[0],
-                title=f"{run.info['data']['name']}: {metrics[0]} vs NFE",
-                floor=report["floor"].get(metrics[0]),
-            )
-            written.append(str(png))
-        except ImportError:
-            pass
+    if out.suffix != ".json":
+        raise ValueError(
+            f"--out must end in .json (the plot is written beside it as .png), got {str(out)!r}"
+        )
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .json file name")
+    _refuse_run_files(out, args.run_dir)
+    run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
+    _check_metric_names(args.metrics)
+    train_ds, test_ds = api.load_run_data(run.config, run.info, args.run_dir)
+    try:
+        report = api.evaluate(
+            run,
+            test_ds,
+            nfe=args.nfe,
+            solvers=args.solver,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            reference=None if args.no_reference else "default",
+            train_ds=train_ds,
+            metrics=args.metrics,
+        )
+    except ValueError as err:
+        raise _as_cli_error(err, _EVAL_FLAGS, {}) from None
+    ec = run.config.eval
+    _eval_notes(
+        ec.nfe if args.nfe is None else args.nfe,
+        ec.solvers if args.solver is None else args.solver,
+        "--num-samples" if args.num_samples is not None else "eval.num_samples",
+        ec.num_samples if args.num_samples is None else args.num_samples,
+        len(test_ds),
+    )
+    print_eval(run, report)
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=2))
+    written = [str(out), *save_eval_plot(run, report, out.with_suffix(".png"))]
     print("wrote " + ", ".join(written))
     return 0
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def _check_metric_names(names: Sequence[str] | None) -> None:
+    from flowmatch.metrics.registry import METRICS
+
+    for name in names or ():
+        if name not in METRICS.names():
+            raise ValueError(f"--metrics: unknown metric {name!r}; choose from {METRICS.names()}")
+
+
+def _eval_notes(
+    nfe: Sequence[int], solvers: Sequence[str], source: str, n: int, held_out: int
+) -> None:
+    """One stderr line per eval request that is honoured differently from how it reads."""
+    from flowmatch.solvers.base import SAMPLERS
+
+    for name in solvers:
+        if name not in SAMPLERS.names():
+            continue  # refused with the valid names by evaluate()
+        stages = SAMPLERS[name].stages
+        skipped = [k for k in nfe if k % stages]
+        if skipped and len(skipped) < len(nfe):
+            print(
+                f"note: {name} skips --nfe {','.join(map(str, skipped))} (not a multiple of its "
+                f"{stages} evaluations per step)",
+                file=sys.stderr,
+            )
+    if n > held_out:
+        print(
+            f"note: {source} {n} is more than the {held_out} held-out samples; using {held_out}",
+            file=sys.stderr,
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``flowmatch info``."""
-    from flowmatch import api
+    from flowmatch.cli.report import print_info
 
-    info = api.read_run_info(args.run_dir)
-    cfg, data = info["config"], info["data"]
-    print(f"run:        {args.run_dir}")
-    print(
-        f"data:       {data['name']} ({data['kind']}), {data['num_train']} train samples of shape {tuple(data['sample_shape'])}"
-        + (f", {data['num_classes']} classes" if data["labelled"] else "")
-    )
-    print(
-        f"model:      {cfg['model']['kind']}, path {cfg['path']['schedule']} ({cfg['path']['prediction']}-prediction), "
-        f"coupling {cfg['coupling']['kind']}, time {cfg['time']['sampler']}"
-    )
-    from flowmatch.train.checkpoint import list_checkpoints
-
-    ckpts = [p.name for p in list_checkpoints(args.run_dir)]
-    print(f"checkpoints: {', '.join(ckpts) if ckpts else 'none'}")
-    mfile = Path(args.run_dir) / "metrics.jsonl"
-    if mfile.is_file():
-        lines = [json.loads(x) for x in mfile.read_text().splitlines() if x.strip()]
-        logs = [x for x in lines if "loss" in x]
-        if logs:
-            last = logs[-1]
-            print(
-                f"trained:    step {last['step']}/{cfg['train']['steps']}, loss {last['loss']:.4f}, "
-                f"{last.get('steps_per_sec', float('nan')):.1f} steps/s"
-            )
-    try:
-        run = api.load_run(args.run_dir)
-        params = sum(p.numel() for p in run.model.parameters())
-        print(f"parameters: {params:,} (loaded {run.checkpoint.name}, step {run.step})")
-    except FileNotFoundError as e:
-        print(f"weights:    {e}")
-    ev = Path(args.run_dir) / "eval.json"
-    if ev.is_file():
-        print(f"eval:       {ev}")
+    print_info(Path(args.run_dir))
     return 0
 
 
@@ -337,13 +574,17 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn errors into a one-line message with exit code 2."""
+    if hasattr(signal, "SIGPIPE"):  # `flowmatch ... | head` ends quietly, as Unix tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argument errors (one line, see _Parser) and --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or 1)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -360,8 +601,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as e:
         if args.debug:
             raise
-        print(f"flowmatch {args.command}: error: {e}", file=sys.stderr)
+        print(f"flowmatch {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on --debug
+        if args.debug:
+            raise
+        print(
+            f"flowmatch {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (library messages are one line; PyTorch's may not be)."""
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,35 +1,31 @@
-"""Configuration (TOML -> frozen dataclasses) and the builders that turn it into objects."""
+"""Configuration (TOML -> validated records) and the builders that turn it into objects."""
 
 from flowmatch.config.schema import (
+    SECTIONS,
     ConfigError,
-    CouplingCfg,
-    DataCfg,
-    EvalCfg,
-    ModelCfg,
-    ObjectiveCfg,
-    PathCfg,
+    DataConfig,
+    EvalConfig,
     RunConfig,
-    SampleCfg,
-    TimeCfg,
+    SampleConfig,
     apply_overrides,
     from_dict,
     load_toml,
+    merge,
+    overrides_dict,
     to_dict,
 )
 
 __all__ = [
+    "SECTIONS",
     "ConfigError",
-    "CouplingCfg",
-    "DataCfg",
-    "EvalCfg",
-    "ModelCfg",
-    "ObjectiveCfg",
-    "PathCfg",
+    "DataConfig",
+    "EvalConfig",
     "RunConfig",
-    "SampleCfg",
-    "TimeCfg",
+    "SampleConfig",
     "apply_overrides",
     "from_dict",
     "load_toml",
+    "merge",
+    "overrides_dict",
     "to_dict",
 ]

@@ -1,144 +1,119 @@
-"""Turn configuration sections into library objects (the only place that does so)."""
+"""Turn configuration sections into library objects (the only place that does so).
+
+Every builder goes through a registry: there is no ``if/elif`` over component names here.
+Model initialisation is seeded from ``train.seed``, so the same config gives the same
+weights, bit for bit, on CPU.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 from torch import nn
 
-from flowmatch.config.schema import (
-    CouplingCfg,
-    ModelCfg,
-    ObjectiveCfg,
-    PathCfg,
-    RunConfig,
-    TimeCfg,
-)
-from flowmatch.couplings import Coupling, IndependentCoupling
+from flowmatch.config.schema import RunConfig
+from flowmatch.couplings.base import COUPLINGS
 from flowmatch.data.batch import ArrayDataset
-from flowmatch.objectives import FlowMatchingObjective
-from flowmatch.paths import (
-    AffinePath,
-    CosineSchedule,
-    LinearSchedule,
-    PolynomialSchedule,
-    VPSchedule,
-)
-from flowmatch.paths.schedules import Schedule
-from flowmatch.solvers import RK4, Dopri5, Euler, Heun, Midpoint
-from flowmatch.solvers.base import AdaptiveSolver, ODESolver
-from flowmatch.times import LogitNormalTime, TimeSampler, UniformTime
-from flowmatch.utils.checks import check_in_choices
+from flowmatch.interfaces import CondSpec
+from flowmatch.models.base import MODELS, ModelConfig
+from flowmatch.objectives.base import OBJECTIVES, TrainingParts, TrainingStep
+from flowmatch.paths.schedules import PATHS
+from flowmatch.solvers.base import SAMPLERS, Sampler, SamplerConfig
+from flowmatch.sources import SOURCES
+from flowmatch.times.samplers import TIME_SAMPLERS
+from flowmatch.utils.options import OptionError
+from flowmatch.utils.tensor import mix_seed
 
-SOLVER_NAMES = ("euler", "midpoint", "heun", "rk4", "dopri5")
+#: Stream id of the model-initialisation seed (``mix_seed(train.seed, INIT_STREAM)``).
+INIT_STREAM = 0x1217
 
 
-def build_path(cfg: PathCfg) -> AffinePath:
-    """The affine path of ``cfg.schedule``."""
-    schedule: Schedule
-    if cfg.schedule == "linear":
-        schedule = LinearSchedule()
-    elif cfg.schedule == "cosine":
-        schedule = CosineSchedule()
-    elif cfg.schedule == "polynomial":
-        schedule = PolynomialSchedule(cfg.exponent)
-    else:
-        schedule = VPSchedule(cfg.beta_min, cfg.beta_max)
-    return AffinePath(schedule)
+def cond_spec(cfg: ModelConfig, dataset: ArrayDataset) -> CondSpec:
+    """What the model is conditioned on: every condition the data carries.
 
+    Labels, continuous values and context, unless ``model.conditional = "no"``, which drops
+    all of them.
 
-def build_coupling(cfg: CouplingCfg) -> Coupling:
-    """The coupling named by ``cfg.kind``."""
-    if cfg.kind == "independent":
-        return IndependentCoupling()
-    from flowmatch.couplings.ot import (
-        ClassConditionalOTCoupling,
-        ExactOTCoupling,
-        SinkhornCoupling,
-    )
-
-    if cfg.kind == "exact_ot":
-        return ExactOTCoupling(solver=cfg.solver)
-    if cfg.kind == "class_ot":
-        return ClassConditionalOTCoupling(solver=cfg.solver)
-    return SinkhornCoupling(reg=cfg.reg, solver=cfg.solver)
-
-
-def build_time_sampler(cfg: TimeCfg) -> TimeSampler:
-    """The training-time sampler."""
-    if cfg.sampler == "uniform":
-        return UniformTime()
-    return LogitNormalTime(cfg.mean, cfg.std)
-
-
-def is_conditional(cfg: ModelCfg, dataset: ArrayDataset) -> bool:
-    """Whether the model takes labels (``conditional="auto"``: when the data has labels)."""
-    if cfg.conditional == "yes" and dataset.labels is None:
-        raise ValueError(
-            f"model.conditional='yes' but dataset {dataset.name!r} has no labels "
-            "(for CSV data set data.label_column)"
+    Raises:
+        OptionError: ``model.conditional = "yes"`` on data without any condition.
+    """
+    if cfg.conditional == "yes" and not dataset.cond_kinds:
+        raise OptionError(
+            "model.conditional",
+            f"is 'yes' but dataset {dataset.name!r} has no labels or conditions (for CSV data "
+            "set data.label_column or data.cond_columns; for .npz store 'labels', 'cond' or "
+            "'context')",
         )
-    return dataset.labels is not None and cfg.conditional != "no"
+    if cfg.conditional == "no":
+        return CondSpec()
+    return CondSpec(
+        num_classes=dataset.num_classes if dataset.labels is not None else None,
+        values_dim=None if dataset.values is None else int(dataset.values.shape[1]),
+        context_shape=None if dataset.context is None else tuple(dataset.context.shape[1:]),
+    )
 
 
 def build_model(
-    cfg: ModelCfg, sample_shape: tuple[int, ...], *, num_classes: int | None = None
+    cfg: ModelConfig, sample_shape: tuple[int, ...], cond: CondSpec | None = None
 ) -> nn.Module:
-    """The velocity network for samples of shape ``sample_shape`` ``D``.
+    """The network for samples of shape ``sample_shape`` (e.g. ``(2,)`` or ``(1, 8, 8)``).
 
-    Args:
-        cfg: the model section.
-        sample_shape: shape of one sample, e.g. ``(2,)`` or ``(1, 8, 8)``.
-        num_classes: classes of a conditional model (see ``is_conditional``), else ``None``.
+    Raises:
+        OptionError: the model does not fit the data (shape or conditioning kind).
     """
-    kind = cfg.kind
-    if kind == "auto":
-        kind = "unet" if len(sample_shape) == 3 else "mlp"
-    if kind == "mlp":
-        from flowmatch.models import MLP
+    return MODELS.build(cfg, sample_shape=tuple(sample_shape), cond=cond or CondSpec())
 
-        dim = 1
-        for s in sample_shape:
-            dim *= s
-        return MLP(
-            dim, hidden=cfg.hidden, depth=cfg.depth, time_dim=cfg.time_dim, num_classes=num_classes
+
+def build_modules(
+    cfg: RunConfig, sample_shape: tuple[int, ...], cond: CondSpec
+) -> dict[str, nn.Module]:
+    """The trained modules of a run, initialised from ``train.seed`` (bit-reproducible).
+
+    The global RNG is used only inside a forked RNG state, so building a run changes no
+    global random state.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(cfg.train.seed, INIT_STREAM))
+        return {"model": build_model(cfg.model, sample_shape, cond)}
+
+
+def build_parts(
+    cfg: RunConfig,
+    sample_shape: tuple[int, ...],
+    cond: CondSpec,
+    frozen: Mapping[str, Any] | None = None,
+) -> TrainingParts:
+    """The run's path, coupling, time sampler and source, composed for an objective."""
+    coupling = COUPLINGS.build(cfg.coupling)
+    if getattr(coupling, "uses_labels", False) and cond.num_classes is None:
+        raise OptionError(
+            "coupling.kind",
+            f"{cfg.coupling.kind!r} pairs within classes and needs a conditional run: set "
+            "model.conditional = 'yes' on labelled data",
         )
-    if len(sample_shape) != 3:
-        raise ValueError(
-            f"model.kind='unet' needs image data (C, H, W), got samples of shape {sample_shape}"
-        )
-    from flowmatch.models.unet import UNet
-
-    return UNet(
-        sample_shape[0],
-        image_size=sample_shape[1],
-        base_channels=cfg.base_channels,
-        channel_mults=cfg.channel_mults,
-        num_res_blocks=cfg.num_res_blocks,
-        num_classes=num_classes,
-        dropout=cfg.dropout,
-        attention=cfg.attention,
-    )
-
-
-def build_objective(cfg: RunConfig, *, null_label: int | None) -> FlowMatchingObjective:
-    """The flow-matching objective of a run (label dropout only for conditional models)."""
-    ocfg: ObjectiveCfg = cfg.objective
-    dropout = ocfg.cond_dropout if null_label is not None else 0.0
-    return FlowMatchingObjective(
-        build_path(cfg.path),
-        build_coupling(cfg.coupling),
-        build_time_sampler(cfg.time),
+    return TrainingParts(
+        path=PATHS.build(cfg.path),
+        coupling=coupling,
+        time_sampler=TIME_SAMPLERS.build(cfg.time),
+        source=SOURCES.build(cfg.source, sample_shape=tuple(sample_shape), cond=cond),
         prediction=cfg.path.prediction,
-        weighting=ocfg.weighting,
-        cond_dropout=dropout,
-        null_label=null_label if dropout > 0 else None,
+        cond=cond,
+        frozen=dict(frozen or {}),
     )
 
 
-def build_solver(
-    name: str, *, atol: float = 1e-5, rtol: float = 1e-5
-) -> ODESolver | AdaptiveSolver:
-    """A solver by registry name (``atol``/``rtol`` only apply to ``dopri5``)."""
-    check_in_choices(name, SOLVER_NAMES, "solver")
-    if name == "dopri5":
-        return Dopri5(atol=atol, rtol=rtol)
-    return {"euler": Euler, "midpoint": Midpoint, "heun": Heun, "rk4": RK4}[name]()
+def build_step(parts: TrainingParts, cfg: RunConfig) -> TrainingStep:
+    """The training step of ``cfg.objective`` over ``parts``."""
+    return OBJECTIVES.build(cfg.objective, parts=parts)
+
+
+def build_sampler(cfg: SamplerConfig | str, **options: Any) -> Sampler:
+    """A sampler from its config or its name (with options, e.g. ``atol`` for ``dopri5``).
+
+    Raises:
+        OptionError: unknown name or option.
+    """
+    config = SAMPLERS.config(cfg, **options) if isinstance(cfg, str) else cfg
+    return SAMPLERS.build(config)

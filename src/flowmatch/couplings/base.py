@@ -7,12 +7,19 @@ order, so labels stay attached to their data and both marginals are preserved ex
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from flowmatch.registry import ComponentConfig, Registry
 from flowmatch.utils.checks import check_same_batch
+
+
+@dataclass(frozen=True)
+class CouplingConfig(ComponentConfig):
+    """The ``[coupling]`` section: ``kind`` names the coupling, the rest are its options."""
 
 
 def check_labels(labels: Any, batch_size: int) -> Tensor:
@@ -31,12 +38,15 @@ class Coupling(ABC):
     """Pairs a batch of sources with a batch of data by permuting the sources.
 
     Attributes:
-        name: registry name.
-        uses_labels: whether the coupling reads class labels.
+        name: registry name (set by the registration).
+        uses_labels: whether the coupling needs class labels (then a run must be conditional).
+        pairs: whether it does real work; ``False`` only for the independent coupling, which
+            lets the trainer skip the pairing pipeline.
     """
 
     name: ClassVar[str]
     uses_labels: ClassVar[bool] = False
+    pairs: ClassVar[bool] = True
 
     @abstractmethod
     def permutation(
@@ -75,10 +85,17 @@ class Coupling(ABC):
         return f"{type(self).__name__}()"
 
 
+#: Couplings by name (``COUPLINGS["exact_ot"]`` is ``ExactOTCoupling``).
+COUPLINGS: Registry[Coupling, CouplingConfig] = Registry(
+    "coupling", CouplingConfig, default="independent"
+)
+
+
+@COUPLINGS.register("independent")
 class IndependentCoupling(Coupling):
     """The product coupling ``p0 x p1``: keep the (independently drawn) pairs as they are."""
 
-    name = "independent"
+    pairs = False
 
     def permutation(
         self,

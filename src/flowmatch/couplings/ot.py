@@ -15,6 +15,7 @@ float64, which avoids the cancellation of the expanded form and any ``(B, B, D)`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -26,7 +27,7 @@ from flowmatch.couplings.assignment import (
     AssignmentSolver,
     linear_assignment,
 )
-from flowmatch.couplings.base import Coupling, check_labels
+from flowmatch.couplings.base import COUPLINGS, Coupling, CouplingConfig, check_labels
 from flowmatch.utils.checks import (
     check_batch,
     check_finite,
@@ -35,6 +36,7 @@ from flowmatch.utils.checks import (
     check_positive_int,
     check_same_batch,
 )
+from flowmatch.utils.options import option
 
 _NONFINITE_HINT = (
     "the OT cost needs finite samples; check the data and the source for NaN/inf "
@@ -84,6 +86,23 @@ def _solve(cost: Tensor, solver: AssignmentSolver, device: torch.device) -> Tens
     return torch.from_numpy(perm).to(device)
 
 
+@dataclass(frozen=True)
+class AssignmentConfig(CouplingConfig):
+    """Options of the exact (class-conditional) OT couplings."""
+
+    solver: AssignmentSolver = option(
+        "auction", doc="assignment solver: 'auction' (compiled, fastest) or 'scipy' (reference)"
+    )
+
+
+@dataclass(frozen=True)
+class SinkhornConfig(AssignmentConfig):
+    """Options of the entropic OT coupling."""
+
+    reg: float = option(0.05, gt=0, doc="entropic regularisation, relative to the mean cost")
+
+
+@COUPLINGS.register("exact_ot", config=AssignmentConfig)
 class ExactOTCoupling(Coupling):
     """Exact minibatch OT with squared-Euclidean cost: the optimal permutation.
 
@@ -103,8 +122,6 @@ class ExactOTCoupling(Coupling):
         >>> x0_paired.shape, bool((x1_same == x1).all())
         (torch.Size([64, 2]), True)
     """
-
-    name = "exact_ot"
 
     def __init__(self, *, solver: AssignmentSolver = "auction") -> None:
         self.solver = _check_solver(solver)
@@ -140,6 +157,7 @@ class ExactOTCoupling(Coupling):
         return f"ExactOTCoupling(solver={self.solver!r})"
 
 
+@COUPLINGS.register("class_ot", config=AssignmentConfig)
 class ClassConditionalOTCoupling(Coupling):
     """Exact minibatch OT within each class: pairs never cross labels.
 
@@ -162,7 +180,6 @@ class ClassConditionalOTCoupling(Coupling):
         True
     """
 
-    name = "class_ot"
     uses_labels = True
 
     def __init__(self, *, solver: AssignmentSolver = "auction") -> None:
@@ -216,6 +233,7 @@ class ClassConditionalOTCoupling(Coupling):
         return f"ClassConditionalOTCoupling(solver={self.solver!r})"
 
 
+@COUPLINGS.register("sinkhorn", config=SinkhornConfig)
 class SinkhornCoupling(Coupling):
     """Entropic OT coupling: a random permutation drawn by perturb-and-MAP on the Sinkhorn plan.
 
@@ -248,8 +266,6 @@ class SinkhornCoupling(Coupling):
         >>> x0_paired.shape
         torch.Size([32, 2])
     """
-
-    name = "sinkhorn"
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from flowmatch.interfaces import Cond, Condition
 from flowmatch.utils.checks import check_finite, check_positive_int
 from flowmatch.utils.tensor import step_generator
 
@@ -25,11 +26,22 @@ class Batch:
         labels: class labels ``(B,)`` (long) or ``None``.
         x0: source samples already paired with ``x1`` ``(B, *D)`` (filled by a pairing
             pipeline such as the OT prefetcher), or ``None`` to let the objective draw them.
+        values: continuous conditions ``(B, C)`` or ``None``.
+        context: context tensors ``(B, *S)`` or ``None``.
     """
 
     x1: Tensor
     labels: Tensor | None = None
     x0: Tensor | None = None
+    values: Tensor | None = None
+    context: Tensor | None = None
+
+    @property
+    def cond(self) -> Cond:
+        """The batch's conditioning: the labels tensor alone, a ``Condition``, or ``None``."""
+        if self.values is None and self.context is None:
+            return self.labels
+        return Condition(labels=self.labels, values=self.values, context=self.context)
 
 
 @dataclass(frozen=True)
@@ -43,7 +55,8 @@ class Standardizer:
     Raises:
         TypeError: if ``mean`` or ``std`` is not a floating tensor.
         ValueError: if their shapes differ, ``mean`` is not finite, or ``std`` is not finite
-            and ``> 0`` (clamp constant features, e.g. ``std.clamp_min(1e-6)``).
+            and ``> 0`` (give constant features ``std = 1``, as
+            :func:`flowmatch.data.registry.fit_standardizer` does).
     """
 
     mean: Tensor
@@ -63,7 +76,7 @@ class Standardizer:
             raise ValueError(f"Standardizer mean must be finite, got {self.mean.tolist()}")
         if not bool((torch.isfinite(self.std) & (self.std > 0)).all()):
             raise ValueError(
-                f"Standardizer std must be finite and > 0 (clamp constant features), "
+                f"Standardizer std must be finite and > 0 (give constant features std = 1), "
                 f"got min {float(self.std.min())}"
             )
 
@@ -125,6 +138,19 @@ class ArrayDataset:
         num_classes: number of classes (``None`` when unlabelled).
         standardizer: the map from data space to model space (inverted for outputs).
         name: a short description for logs.
+        meta: JSON-serialisable facts about the data (see
+            :func:`flowmatch.data.registry.load_dataset`); ``meta["class_names"]``, when
+            present for labelled data, has one entry per class.
+        values: continuous conditions ``(N, C)``, float, finite, in model space (standardised
+            by ``values_standardizer``), or ``None``.
+        context: context tensors ``(N, *S)`` (a sequence, an image, a point set), float,
+            finite, or ``None``.
+        values_standardizer: the map from data-space condition values to ``values`` (``None``
+            when there are no values or they are used as given).
+
+    Raises:
+        ValueError: ``x`` not a finite float ``(N, *D)``; labels, values or context with
+            another number of rows, the wrong rank or dtype, or non-finite entries.
     """
 
     x: Tensor
@@ -133,6 +159,9 @@ class ArrayDataset:
     standardizer: Standardizer | None = None
     name: str = "array"
     meta: dict = field(default_factory=dict)
+    values: Tensor | None = None
+    context: Tensor | None = None
+    values_standardizer: Standardizer | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, Tensor) or self.x.ndim < 2 or not self.x.is_floating_point():
@@ -154,6 +183,27 @@ class ArrayDataset:
                 raise ValueError(
                     f"labels must lie in [0, {self.num_classes}), got values in [{lo}, {hi}]"
                 )
+            names = self.meta.get("class_names")
+            if names is not None and len(names) != self.num_classes:
+                raise ValueError(
+                    f"meta['class_names'] must name the {self.num_classes} classes, got "
+                    f"{len(names)} names"
+                )
+        self._check_condition("values", self.values, "(N, C)", matrix=True)
+        self._check_condition("context", self.context, "(N, *S)", matrix=False)
+
+    def _check_condition(self, what: str, v: Tensor | None, shape: str, *, matrix: bool) -> None:
+        """Values ``(N, C)`` / context ``(N, *S)``: float, finite, one row per sample."""
+        if v is None:
+            return
+        n = self.x.shape[0]
+        ok = isinstance(v, Tensor) and v.is_floating_point() and v.ndim >= 1 and len(v) == n
+        if not ok or not (v.ndim == 2 if matrix else v.ndim >= 2):
+            got = f"{tuple(v.shape)} {v.dtype}" if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(
+                f"dataset {what} must be a float tensor of shape {shape} with N = {n}, got {got}"
+            )
+        check_finite(v, f"dataset {self.name!r} {what}", hint="remove or impute missing values")
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -163,11 +213,28 @@ class ArrayDataset:
         """Shape ``D`` of one sample."""
         return tuple(self.x.shape[1:])
 
+    @property
+    def cond_kinds(self) -> tuple[str, ...]:
+        """The conditioning kinds the data carries (``"labels"``, ``"values"``, ``"context"``)."""
+        parts = (("labels", self.labels), ("values", self.values), ("context", self.context))
+        return tuple(k for k, v in parts if v is not None)
+
     def to(self, device: torch.device | str) -> ArrayDataset:
         """Copy of the dataset on ``device``."""
-        labels = None if self.labels is None else self.labels.to(device)
+
+        def move(v: Tensor | None) -> Tensor | None:
+            return None if v is None else v.to(device)
+
         return ArrayDataset(
-            self.x.to(device), labels, self.num_classes, self.standardizer, self.name, self.meta
+            self.x.to(device),
+            move(self.labels),
+            self.num_classes,
+            self.standardizer,
+            self.name,
+            self.meta,
+            values=move(self.values),
+            context=move(self.context),
+            values_standardizer=self.values_standardizer,
         )
 
 
@@ -245,5 +312,11 @@ class BatchSchedule:
         epoch, k = divmod(step, self.batches_per_epoch)
         start = (k * self.world_size + self.rank) * self.batch_size
         idx = self._permutation(epoch)[start : start + self.batch_size]
-        labels = None if self.dataset.labels is None else self.dataset.labels[idx]
-        return Batch(x1=self.dataset.x[idx], labels=labels)
+        ds = self.dataset
+
+        def pick(v: Tensor | None) -> Tensor | None:
+            return None if v is None else v[idx]
+
+        return Batch(
+            x1=ds.x[idx], labels=pick(ds.labels), values=pick(ds.values), context=pick(ds.context)
+        )

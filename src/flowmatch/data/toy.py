@@ -1,5 +1,8 @@
 """Built-in 2-D toy distributions: checkerboard, 8 Gaussians, two moons, circles, spirals.
 
+Besides, :data:`CONDITIONAL_TOYS` are toys with a *continuous* condition value per point
+(:func:`sample_conditional_toy`), e.g. the 8 Gaussians with the polar angle of each point.
+
 Every distribution is a finite mixture, and each sample carries the index of the component it
 was drawn from; that index is the class label (``return_labels=True``), so the same generators
 serve class-conditional experiments. All samplers are vectorised torch code driven by an
@@ -18,7 +21,14 @@ from torch import Tensor
 
 from flowmatch.utils.checks import check_in_choices, check_positive_int
 
-__all__ = ["TOY_DATASETS", "TOY_NUM_CLASSES", "sample_toy"]
+__all__ = [
+    "CONDITIONAL_TOYS",
+    "TOY_DATASETS",
+    "TOY_NUM_CLASSES",
+    "polar_angle",
+    "sample_conditional_toy",
+    "sample_toy",
+]
 
 ToyName = Literal["checkerboard", "8gaussians", "moons", "circles", "spirals"]
 
@@ -205,3 +215,50 @@ def sample_toy(
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     points, labels = _SAMPLERS[name](n, generator, dtype)
     return (points, labels) if return_labels else points
+
+
+#: Toys with a continuous condition: name -> the base toy whose points it draws. The condition
+#: of ``"8gaussians_angle"`` is the polar angle of the point (:func:`polar_angle`).
+CONDITIONAL_TOYS: dict[str, str] = {"8gaussians_angle": "8gaussians"}
+
+
+def polar_angle(x: Tensor) -> Tensor:
+    """Polar angle ``atan2(x_2, x_1)`` in ``(-pi, pi]`` of points ``(N, 2)``, as ``(N, 1)``."""
+    return torch.atan2(x[:, 1], x[:, 0])[:, None]
+
+
+def sample_conditional_toy(
+    name: str, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Draw ``n`` points of a conditional toy with their condition values.
+
+    ``"8gaussians_angle"``: the points of ``"8gaussians"`` and, as the condition, the polar
+    angle ``theta = atan2(y, x)`` in ``(-pi, pi]`` of each *point* (not of its component),
+    the conditional 2-D toy of Kim et al. 2026 ("Better Source, Better Flow",
+    arXiv:2602.05951). The point's angle is used because it is continuous, with a positive
+    density on the whole circle, and fixes the direction of the point: ``p(x | theta)`` lies
+    on the ray of angle ``theta`` (its radius spread by the component's noise), so a model
+    must use the value continuously. The component's angle would take only 8 values: a class
+    label in disguise.
+
+    Args:
+        name: one of :data:`CONDITIONAL_TOYS`.
+        n: number of points ``N >= 1``.
+        generator: the source of randomness (points are those of the base toy's stream).
+        dtype: floating dtype of points and values.
+
+    Returns:
+        ``(points (N, 2), values (N, 1))``.
+
+    Raises:
+        ValueError, TypeError: as :func:`sample_toy` (the name must be a conditional toy).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, angle = sample_conditional_toy("8gaussians_angle", 5, generator=g)
+        >>> torch.allclose(angle[:, 0], torch.atan2(x[:, 1], x[:, 0]))
+        True
+    """
+    check_in_choices(name, tuple(CONDITIONAL_TOYS), "conditional toy dataset")
+    points = sample_toy(CONDITIONAL_TOYS[name], n, generator=generator, dtype=dtype)
+    return points, polar_angle(points)

@@ -5,6 +5,7 @@ compute in float64 and return a Python float; every random choice comes from an 
 ``torch.Generator`` (a fixed seed when ``None``). See docs/metrics.md.
 """
 
+from flowmatch.metrics.conditional import bin_index, conditional_w2, quantile_edges
 from flowmatch.metrics.digits_features import (
     DigitsClassifier,
     digits_classifier_accuracy,
@@ -26,6 +27,8 @@ from flowmatch.metrics.wasserstein import sliced_wasserstein2, wasserstein2
 
 __all__ = [
     "ESTIMATORS",
+    "bin_index",
+    "conditional_w2",
     "DigitsClassifier",
     "digits_classifier_accuracy",
     "digits_classifier_path",
@@ -39,6 +42,7 @@ __all__ = [
     "load_digits_classifier",
     "median_bandwidth",
     "mmd_rbf",
+    "quantile_edges",
     "sliced_wasserstein2",
     "straightness",
     "train_digits_classifier",

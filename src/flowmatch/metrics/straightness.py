@@ -30,8 +30,8 @@ def straightness(
     ``dX_t/dt = v(X_t, t)``, ``X_0 = x0`` (Liu, Gong & Liu 2023, "Flow Straight and Fast",
     eq. 3 / Definition 3.4). ``S = 0`` iff every trajectory is a straight line travelled at
     constant speed, which is when one Euler step is exact. Because ``int_0^1 v dt = X_1 - X_0``
-    along an exact trajectory, ``S = E int_0^1 ||v||^2 dt - E ||X_1 - X_0||^2`` (the form used
-    in ALGORITHMS.md A2): kinetic energy minus that of the straight path with the same ends.
+    along an exact trajectory, ``S = E int_0^1 ||v||^2 dt - E ||X_1 - X_0||^2``: kinetic energy
+    minus that of the straight path with the same ends.
 
     Discretisation: the trajectory is computed with ``solver`` on the uniform grid
     ``t_k = k / N`` (``flowmatch.solvers.solve`` with ``save_trajectory=True``), ``X_1`` is

@@ -44,7 +44,8 @@ def wasserstein2(
     For two uniform measures on ``n`` points each, an optimal transport plan is a permutation
     (Birkhoff-von Neumann), so the exact problem is the assignment problem on the squared
     Euclidean cost, solved with ``scipy.optimize.linear_sum_assignment`` (O(n^3)). This is
-    the metric of ALGORITHMS.md 0.2 (same value as POT's ``sqrt(ot.emd2(a, b, M))``).
+    the sample W2 used to compare generative models on low-dimensional data (same value as
+    POT's ``sqrt(ot.emd2(a, b, M))``).
 
     Subsampling: with ``n = min(N, M, max_samples)``, each set larger than ``n`` is replaced by
     ``n`` of its rows drawn uniformly without replacement (``torch.randperm`` on

@@ -10,12 +10,18 @@ from flowmatch.models.adapters import (
     velocity_from_noise_level_convention,
     velocity_to_noise_level_convention,
 )
-from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding
-from flowmatch.models.mlp import MLP
-from flowmatch.models.unet import UNet
+from flowmatch.models.base import MODELS, ModelConfig
+from flowmatch.models.embeddings import ConditionEmbedding, LabelEmbedding, SinusoidalTimeEmbedding
+from flowmatch.models.mlp import MLP, MLPConfig
+from flowmatch.models.unet import UNet, UNetConfig
 
 __all__ = [
     "MLP",
+    "ConditionEmbedding",
+    "MODELS",
+    "MLPConfig",
+    "ModelConfig",
+    "UNetConfig",
     "LabelEmbedding",
     "NoiseLevelConventionAdapter",
     "PredictionAdapter",

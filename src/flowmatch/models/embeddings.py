@@ -8,6 +8,7 @@ import typing
 import torch
 from torch import Tensor, nn
 
+from flowmatch.interfaces import Cond, as_condition
 from flowmatch.utils.checks import check_positive_int
 
 
@@ -66,7 +67,10 @@ def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> 
     if labels is None:
         return
     if num_classes is None:
-        raise ValueError("this model is unconditional (num_classes=None) but cond was given")
+        raise ValueError(
+            "this model takes no labels: it is label-unconditional (num_classes=None) but cond "
+            "was given labels"
+        )
     if labels.shape != (batch,):
         raise ValueError(
             f"cond must be labels of shape (B,) = ({batch},), got {tuple(labels.shape)}"
@@ -82,3 +86,76 @@ def check_labels(labels: Tensor | None, num_classes: int | None, batch: int) -> 
                 f"cond labels must lie in [0, {num_classes}] (num_classes={num_classes}, the last "
                 f"id is the null label), got values in [{lo}, {hi}]"
             )
+
+
+class ConditionEmbedding(nn.Module):
+    """Linear embedding of a continuous condition ``(B, *S)`` with a learned null vector.
+
+    ``e_i = W flatten(c_i) + b`` where the condition is kept and ``e_i = null`` (a learned
+    vector, initialised to 0) where it is dropped (``drop[i]`` True) or absent altogether
+    (``c is None``): the null condition of classifier-free guidance for continuous values and
+    context (Ho & Salimans 2022, with a learned null embedding in place of a null token).
+    Dropped rows are zeroed before the linear map, so whatever they hold (even NaN) cannot
+    reach the output or the gradients.
+
+    Args:
+        shape: shape ``S`` of one sample's condition (``(C,)`` for values).
+        dim: embedding size.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        for s in self.shape:
+            check_positive_int(s, "condition shape entries")
+        self.proj = nn.Linear(math.prod(self.shape), check_positive_int(dim, "dim"))
+        self.null = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, c: Tensor | None, drop: Tensor | None, batch: int) -> Tensor:
+        """Embeddings ``(B, dim)`` of ``c`` ``(B, *S)`` (or ``None``), ``drop`` ``(B,)`` bool."""
+        null = self.null.expand(batch, -1)
+        if c is None:
+            return null
+        flat = c.reshape(batch, -1).to(self.proj.weight.dtype)
+        if drop is None:
+            return self.proj(flat)
+        keep = ~drop[:, None]
+        return torch.where(keep, self.proj(flat.masked_fill(~keep, 0.0)), null)
+
+
+def condition_parts(
+    cond: Cond,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """``(labels, values, context, drop)`` of a condition (a bare tensor is the labels).
+
+    Raises:
+        TypeError: ``cond`` is neither a tensor, a ``Condition`` nor ``None``.
+    """
+    if cond is None or isinstance(cond, Tensor):
+        return cond, None, None, None
+    c = as_condition(cond)
+    assert c is not None
+    return c.labels, c.values, c.context, c.drop
+
+
+def check_condition_part(
+    name: str, part: Tensor | None, shape: tuple[int, ...] | None, batch: int
+) -> None:
+    """Validate the ``values``/``context`` part of a condition passed to a model.
+
+    Raises:
+        ValueError: the part is given to a model that does not take it (``shape`` None), or
+            its shape is not ``(B, *shape)``.
+    """
+    if part is None:
+        return
+    if shape is None:
+        raise ValueError(
+            f"this model takes no {name} conditions (built without {name}); got a {name} "
+            f"tensor of shape {tuple(part.shape)}"
+        )
+    if tuple(part.shape) != (batch, *shape):
+        raise ValueError(
+            f"cond.{name} must have shape (B, *{name}_shape) = {(batch, *shape)}, got "
+            f"{tuple(part.shape)}"
+        )

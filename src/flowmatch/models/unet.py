@@ -10,14 +10,25 @@ self-attention layer at the lowest resolution.
 from __future__ import annotations
 
 import math
-from typing import cast
+from dataclasses import dataclass
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowmatch.models.embeddings import LabelEmbedding, SinusoidalTimeEmbedding, check_labels
+from flowmatch.interfaces import CondSpec
+from flowmatch.models.base import MODELS, ModelConfig, check_cond_kinds
+from flowmatch.models.embeddings import (
+    ConditionEmbedding,
+    LabelEmbedding,
+    SinusoidalTimeEmbedding,
+    check_condition_part,
+    check_labels,
+    condition_parts,
+)
 from flowmatch.utils.checks import check_positive_int
+from flowmatch.utils.options import OptionError, option
 
 _MAX_GROUPS = 8  # GroupNorm groups at most; small nets have few channels per level
 
@@ -65,6 +76,54 @@ class _SelfAttention(nn.Module):
         return x + self.out(a.transpose(1, 2).reshape(b, c, h, w))
 
 
+@dataclass(frozen=True)
+class UNetConfig(ModelConfig):
+    """Options of the UNet."""
+
+    base_channels: int = option(16, ge=1, doc="channels of the first resolution level")
+    channel_mults: tuple[int, ...] = option((1, 2, 2), ge=1, doc="channel multiplier per level")
+    num_res_blocks: int = option(1, ge=1, doc="residual blocks per level")
+    attention: bool = option(False, doc="self-attention at the lowest resolution")
+    dropout: float = option(0.0, ge=0, lt=1, doc="dropout in the residual blocks")
+
+    def validate(self) -> None:
+        """At least one resolution level."""
+        if not self.channel_mults:
+            raise OptionError("channel_mults", "must list at least one level, got []")
+
+
+def _build_unet(config: ModelConfig, *, sample_shape: tuple[int, ...], cond: CondSpec) -> nn.Module:
+    assert isinstance(config, UNetConfig)  # guaranteed by Registry.build
+    if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+        raise OptionError(
+            "kind",
+            f"model 'unet' needs square images (C, H, H), got samples of shape {sample_shape}; "
+            "use model.kind = 'mlp' for vectors",
+        )
+    check_cond_kinds("unet", UNet.cond_kinds, cond)
+    ctx = cond.context_shape
+    if ctx is not None and (len(ctx) != 3 or tuple(ctx[1:]) != tuple(sample_shape[1:])):
+        raise OptionError(
+            "kind",
+            f"model 'unet' takes context images (C, H, W) of the samples' H x W = "
+            f"{sample_shape[1]} x {sample_shape[2]}, got context of shape {ctx}; use model.kind "
+            "= 'mlp' (a linear embedding of the flattened context) or resize the context",
+        )
+    return UNet(
+        sample_shape[0],
+        image_size=sample_shape[1],
+        base_channels=config.base_channels,
+        channel_mults=config.channel_mults,
+        num_res_blocks=config.num_res_blocks,
+        num_classes=cond.num_classes,
+        dropout=config.dropout,
+        attention=config.attention,
+        values_dim=cond.values_dim,
+        context_channels=None if ctx is None else ctx[0],
+    )
+
+
+@MODELS.register("unet", config=UNetConfig, build=_build_unet)
 class UNet(nn.Module):
     r"""Conditional UNet velocity field ``v_theta(x, t, y)`` for images ``(B, C, H, W)``.
 
@@ -74,8 +133,17 @@ class UNet(nn.Module):
     residual block. The output conv is zero-initialised, so an untrained net returns exactly
     0 (the usual start for a velocity net: no random drift before training).
 
-    Label ``num_classes`` is the null condition of classifier-free guidance (Ho & Salimans
-    2022); ``cond=None`` on a conditional UNet means that null label.
+    Conditioning kinds: class labels (``embed(y)`` above), continuous values ``(B, C)`` (a
+    linear embedding added to ``e`` like the label's) and context images ``(B, C_ctx, H, W)``
+    of the samples' ``H x W``, concatenated with ``x`` as extra input channels.
+
+    Null conditions (classifier-free guidance, Ho & Salimans 2022): label ``num_classes``;
+    for values a learned null vector where ``Condition.drop`` is True
+    (:class:`~flowmatch.models.embeddings.ConditionEmbedding`); for context, zeros plus a
+    mask channel: the input gets one more channel, 1 where the context is kept and 0 where it
+    is dropped (its channels then zeroed), so a dropped context is told apart from a context
+    that is zero (a black image) without learning a null image. A kind the net takes but the
+    condition leaves out (``cond=None`` included) is the null condition of that kind.
 
     Args:
         in_channels: image channels ``C``.
@@ -88,6 +156,8 @@ class UNet(nn.Module):
         num_classes: classes for label conditioning, or ``None`` for an unconditional net.
         dropout: dropout probability inside residual blocks, in ``[0, 1)``.
         attention: add one self-attention layer at the lowest resolution.
+        values_dim: number ``C`` of continuous condition values per sample, or ``None``.
+        context_channels: channels ``C_ctx`` of context images ``(C_ctx, H, W)``, or ``None``.
 
     Raises:
         ValueError: non-positive sizes, an odd ``time_dim``, an empty ``channel_mults``,
@@ -103,6 +173,8 @@ class UNet(nn.Module):
         torch.Size([4, 1, 8, 8])
     """
 
+    cond_kinds: ClassVar[frozenset[str]] = frozenset({"labels", "values", "context"})
+
     def __init__(
         self,
         in_channels: int,
@@ -115,6 +187,8 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         dropout: float = 0.0,
         attention: bool = False,
+        values_dim: int | None = None,
+        context_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = check_positive_int(in_channels, "in_channels")
@@ -139,6 +213,16 @@ class UNet(nn.Module):
             raise TypeError(f"attention must be a bool, got {attention!r}")
         self.num_classes = num_classes
         self.channel_mults = mults
+        self.values_dim = (
+            None if values_dim is None else check_positive_int(values_dim, "values_dim")
+        )
+        self.context_channels = (
+            None
+            if context_channels is None
+            else check_positive_int(context_channels, "context_channels")
+        )
+        # Context channels plus the keep-mask channel join the image at the input.
+        extra = 0 if self.context_channels is None else self.context_channels + 1
 
         self.time_embed = nn.Sequential(
             SinusoidalTimeEmbedding(time_dim),
@@ -151,7 +235,7 @@ class UNet(nn.Module):
         )
 
         chans = [base_channels * m for m in mults]
-        self.in_conv = nn.Conv2d(in_channels, chans[0], 3, padding=1)
+        self.in_conv = nn.Conv2d(in_channels + extra, chans[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         ch = chans[0]
@@ -177,6 +261,10 @@ class UNet(nn.Module):
         self.out_conv = nn.Conv2d(ch, in_channels, 3, padding=1)
         for p in self.out_conv.parameters():
             nn.init.zeros_(p)
+        # Built last, so a label-only net draws the same initial weights as before.
+        self.values_embed = (
+            None if self.values_dim is None else ConditionEmbedding((self.values_dim,), time_dim)
+        )
 
     @property
     def null_label(self) -> int | None:
@@ -189,14 +277,17 @@ class UNet(nn.Module):
         Args:
             x: images ``(B, C, H, W)`` with ``(C, H, W) = (in_channels, image_size, image_size)``.
             t: times ``(B,)`` in ``[0, 1]``.
-            cond: integer labels ``(B,)`` in ``[0, num_classes]`` or ``None`` (the null label
-                on a conditional net; the only choice on an unconditional one).
+            cond: integer labels ``(B,)`` in ``[0, num_classes]``, a
+                :class:`~flowmatch.interfaces.Condition` (labels, values ``(B, C)``, context
+                ``(B, C_ctx, H, W)``, drop ``(B,)``) or ``None`` (the null condition of every
+                kind the net takes; the only choice on an unconditional one).
 
         Returns:
             The velocity, shaped like ``x``.
 
         Raises:
-            ValueError: wrong shape of ``x``, ``t`` or ``cond``; labels on an unconditional net.
+            ValueError: wrong shape of ``x``, ``t`` or ``cond``; a kind the net was not built
+                for (labels on a net without classes, ...).
             TypeError: non-integer labels.
         """
         expected = (self.in_channels, self.image_size, self.image_size)
@@ -207,15 +298,25 @@ class UNet(nn.Module):
         batch = x.shape[0]
         if t.shape != (batch,):
             raise ValueError(f"t must have shape (B,) = ({batch},), got {tuple(t.shape)}")
-        check_labels(cond, self.num_classes, batch)
+        labels, values, context, drop = condition_parts(cond)
+        check_labels(labels, self.num_classes, batch)
+        check_condition_part(
+            "values", values, None if self.values_dim is None else (self.values_dim,), batch
+        )
+        ctx_shape = (
+            None if self.context_channels is None else (self.context_channels, *expected[1:])
+        )
+        check_condition_part("context", context, ctx_shape, batch)
         emb = self.time_embed(t)
         if self.label_embed is not None:
-            if cond is None:
-                cond = torch.full((batch,), self.label_embed.null_label, device=x.device)
-            emb = emb + self.label_embed(cond)
+            if labels is None:
+                labels = torch.full((batch,), self.label_embed.null_label, device=x.device)
+            emb = emb + self.label_embed(labels)
+        if self.values_embed is not None:
+            emb = emb + self.values_embed(values, drop, batch).to(emb.dtype)
         emb = F.silu(emb)  # shared by every block's scale/shift projection
 
-        h = self.in_conv(x)
+        h = self.in_conv(x if ctx_shape is None else self._with_context(x, context, drop))
         skips = []
         for i, blocks in enumerate(self.down):
             for block in cast(nn.ModuleList, blocks):
@@ -235,6 +336,18 @@ class UNet(nn.Module):
                 # concatenation with the skip) does the smoothing, at a third of the cost.
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
         return self.out_conv(F.silu(self.out_norm(h)))
+
+    def _with_context(self, x: Tensor, context: Tensor | None, drop: Tensor | None) -> Tensor:
+        """``[x, context * keep, keep]`` along channels; ``keep`` is 0 for a dropped context."""
+        b, _, h, w = x.shape
+        keep = torch.ones(b, dtype=torch.bool, device=x.device) if drop is None else ~drop
+        if context is None:  # no context at all: the null condition for every sample
+            keep = torch.zeros_like(keep)
+            context = x.new_zeros(b, cast(int, self.context_channels), h, w)
+        keep4 = keep[:, None, None, None]
+        ctx = torch.where(keep4, context.to(x.dtype), 0.0)  # dropped rows: zeros, even if NaN
+        mask = keep4.to(x.dtype).expand(b, 1, h, w)
+        return torch.cat([x, ctx, mask], dim=1)
 
     def extra_repr(self) -> str:
         """Summarise size for ``print(model)``."""

@@ -1,6 +1,27 @@
-"""Training objectives returning per-sample losses."""
+"""Training objectives and steps (the algorithms the trainer runs)."""
 
-from flowmatch.objectives.flow_matching import FlowMatchingObjective, LossOutput
+from flowmatch.objectives.base import (
+    OBJECTIVES,
+    LossOutput,
+    ObjectiveConfig,
+    ObjectiveStep,
+    TrainingParts,
+    TrainingStep,
+    drop_condition,
+)
+from flowmatch.objectives.flow_matching import FlowMatchingConfig, FlowMatchingObjective
 from flowmatch.objectives.weighting import WEIGHTINGS, loss_weight
 
-__all__ = ["WEIGHTINGS", "FlowMatchingObjective", "LossOutput", "loss_weight"]
+__all__ = [
+    "OBJECTIVES",
+    "WEIGHTINGS",
+    "FlowMatchingConfig",
+    "FlowMatchingObjective",
+    "LossOutput",
+    "ObjectiveConfig",
+    "ObjectiveStep",
+    "TrainingParts",
+    "TrainingStep",
+    "drop_condition",
+    "loss_weight",
+]

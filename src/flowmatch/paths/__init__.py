@@ -2,20 +2,23 @@
 
 from flowmatch.paths.affine import AffinePath, PathSample
 from flowmatch.paths.schedules import (
+    PATHS,
     CosineSchedule,
     LinearSchedule,
+    PathConfig,
     PolynomialSchedule,
     Schedule,
     ScheduleOutput,
     VPSchedule,
 )
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    cls.name: cls for cls in (LinearSchedule, CosineSchedule, PolynomialSchedule, VPSchedule)
-}
+#: Schedules by name (the path registry: ``SCHEDULES["vp"]`` is ``VPSchedule``).
+SCHEDULES = PATHS
 
 __all__ = [
+    "PATHS",
     "SCHEDULES",
+    "PathConfig",
     "AffinePath",
     "CosineSchedule",
     "LinearSchedule",

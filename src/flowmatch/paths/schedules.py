@@ -12,12 +12,46 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from flowmatch.registry import ComponentConfig, Entry, Registry
 from flowmatch.utils.checks import check_positive_float
+from flowmatch.utils.options import OptionError, option
+
+if TYPE_CHECKING:
+    from flowmatch.paths.affine import AffinePath
+
+
+@dataclass(frozen=True)
+class PathConfig(ComponentConfig):
+    """The ``[path]`` section: ``kind`` names the schedule; options common to every path."""
+
+    prediction: Literal["velocity", "x1", "x0"] = option(
+        "velocity", doc="what the network outputs; sampling converts it to a velocity"
+    )
+    # 0.05 as JiT/RiT's t_eps: with eps = 1e-3 an x0-prediction run sampled with midpoint at
+    # NFE 8 had W2 4.41 on checkerboard (the first stage divides the network's error by 1e-3),
+    # 0.49 with 0.05 (bench/prediction.py, docs/conventions.md).
+    eps: float = option(
+        0.05, gt=0, lt=0.5, doc="smallest denominator of prediction conversions (endpoint rule)"
+    )
+
+
+def _build_path(entry: Entry[Any], config: ComponentConfig) -> AffinePath:
+    from flowmatch.paths.affine import AffinePath  # affine imports this module
+
+    assert isinstance(config, PathConfig)  # guaranteed by Registry.build
+    own = {k: v for k, v in config.options().items() if k not in ("prediction", "eps")}
+    return AffinePath(entry.target(**own), eps=config.eps)
+
+
+#: Probability paths by schedule name; building one gives an ``AffinePath``.
+PATHS: Registry[AffinePath, PathConfig] = Registry(
+    "path", PathConfig, default="linear", build=_build_path
+)
 
 
 @dataclass(frozen=True)
@@ -64,13 +98,12 @@ class Schedule(ABC):
         return f"{type(self).__name__}()"
 
 
+@PATHS.register("linear")
 class LinearSchedule(Schedule):
     """CondOT / rectified flow: ``alpha_t = t``, ``sigma_t = 1 - t``; target ``x1 - x0``.
 
     Lipman et al. (2023), eq. 20-23 with sigma_min = 0; Liu et al. (2023) "Flow Straight and Fast".
     """
-
-    name = "linear"
 
     def __call__(self, t: Tensor) -> ScheduleOutput:
         """Return the linear coefficients at ``t``."""
@@ -83,10 +116,9 @@ class LinearSchedule(Schedule):
         return torch.addcmul(x0, t, v), v
 
 
+@PATHS.register("cosine")
 class CosineSchedule(Schedule):
     """Variance preserving trigonometric path: ``alpha_t = sin(pi t / 2)``, ``sigma_t = cos(pi t / 2)``."""
-
-    name = "cosine"
 
     def __call__(self, t: Tensor) -> ScheduleOutput:
         """Return the trigonometric coefficients at ``t``."""
@@ -99,6 +131,14 @@ class CosineSchedule(Schedule):
         )
 
 
+@dataclass(frozen=True)
+class PolynomialConfig(PathConfig):
+    """Options of the polynomial schedule."""
+
+    exponent: float = option(2.0, ge=1, doc="n of alpha_t = t^n")
+
+
+@PATHS.register("polynomial", config=PolynomialConfig)
 class PolynomialSchedule(Schedule):
     """``alpha_t = t^n``, ``sigma_t = 1 - t^n`` (``n = 1`` is the linear schedule).
 
@@ -113,8 +153,6 @@ class PolynomialSchedule(Schedule):
         TypeError: if ``exponent`` is not a number.
         ValueError: if ``exponent`` is not finite or ``< 1``.
     """
-
-    name = "polynomial"
 
     def __init__(self, exponent: float = 2.0) -> None:
         self.exponent = check_positive_float(exponent, "exponent")
@@ -136,6 +174,22 @@ class PolynomialSchedule(Schedule):
         return f"PolynomialSchedule(exponent={self.exponent})"
 
 
+@dataclass(frozen=True)
+class VPConfig(PathConfig):
+    """Options of the VP schedule."""
+
+    beta_min: float = option(0.1, gt=0, doc="beta at the data end")
+    beta_max: float = option(20.0, gt=0, doc="beta at the noise end (>= beta_min)")
+
+    def validate(self) -> None:
+        """Check ``beta_max >= beta_min``."""
+        if self.beta_max < self.beta_min:
+            raise OptionError(
+                "beta_max", f"must be >= beta_min = {self.beta_min}, got {self.beta_max}"
+            )
+
+
+@PATHS.register("vp", config=VPConfig)
 class VPSchedule(Schedule):
     """Variance-preserving path of a diffusion with linear beta schedule (score-SDE VP).
 
@@ -148,7 +202,6 @@ class VPSchedule(Schedule):
     computed with ``sigma`` clamped to ``>= 1e-6`` so it stays finite there.
     """
 
-    name = "vp"
     exact_endpoints = False
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:

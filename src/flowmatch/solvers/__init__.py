@@ -1,7 +1,17 @@
 """ODE solvers: fixed-step Runge-Kutta methods, adaptive Dopri5 and ``solve``/``integrate``."""
 
-from flowmatch.solvers.adaptive import Dopri5
-from flowmatch.solvers.base import AdaptiveSolver, AdaptiveStats, ODESolver
+from flowmatch.solvers.adaptive import Dopri5, Dopri5Config
+from flowmatch.solvers.base import (
+    SAMPLERS,
+    AdaptiveSolver,
+    AdaptiveStats,
+    FixedStepConfig,
+    ODESolver,
+    Sampler,
+    SamplerConfig,
+    StepOutput,
+)
+from flowmatch.solvers.flow_map import FlowMapSampler
 from flowmatch.solvers.integrate import Solution, integrate, solve, steps_for_nfe
 from flowmatch.solvers.inversion import invert, invert_euler_fixed_point
 from flowmatch.solvers.likelihood import (
@@ -14,13 +24,8 @@ from flowmatch.solvers.likelihood import (
 from flowmatch.solvers.ode import RK4, Euler, ExplicitRK, Heun, Midpoint
 from flowmatch.solvers.tableaus import TABLEAUS, ButcherTableau
 
-SOLVERS: dict[str, type[ODESolver] | type[AdaptiveSolver]] = {
-    "euler": Euler,
-    "midpoint": Midpoint,
-    "heun": Heun,
-    "rk4": RK4,
-    "dopri5": Dopri5,
-}
+#: Samplers by name (the sampler registry: ``SOLVERS["rk4"]`` is ``RK4``).
+SOLVERS = SAMPLERS
 
 __all__ = [
     "DIVERGENCE_METHODS",
@@ -31,12 +36,19 @@ __all__ = [
     "invert_euler_fixed_point",
     "log_likelihood",
     "RK4",
+    "SAMPLERS",
     "SOLVERS",
     "TABLEAUS",
     "AdaptiveSolver",
     "AdaptiveStats",
     "ButcherTableau",
     "Dopri5",
+    "Dopri5Config",
+    "FixedStepConfig",
+    "FlowMapSampler",
+    "Sampler",
+    "SamplerConfig",
+    "StepOutput",
     "Euler",
     "ExplicitRK",
     "Heun",

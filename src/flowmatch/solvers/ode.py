@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from flowmatch.interfaces import Cond, VelocityField
 from flowmatch.solvers import tableaus
-from flowmatch.solvers.base import ODESolver
+from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, ODESolver, StepOutput
 from flowmatch.solvers.tableaus import ButcherTableau
 
 
@@ -29,13 +29,26 @@ class ExplicitRK(ODESolver):
         if tab is not None:
             cls.name, cls.order, cls.stages = tab.name, tab.order, tab.stages
 
+    def advance(
+        self,
+        field: Any,
+        x: Tensor,
+        t: float,
+        t_next: float,
+        cond: Cond = None,
+        noise: Tensor | None = None,
+        state: Any = None,
+    ) -> StepOutput:
+        """One Runge-Kutta step from ``t`` to ``t_next``, spending ``stages`` evaluations."""
+        h = t_next - t
+        ks, _ = _rk_stages(self.tableau, field, x, t, h, cond)
+        return StepOutput(_weighted_sum(x, self.tableau.b, ks, h), self.stages)
+
     def step(
         self, field: VelocityField, x: Tensor, t: float, t_next: float, cond: Cond = None
     ) -> Tensor:
         """Advance ``x`` ``(B, *D)`` from ``t`` to ``t_next``; returns ``(B, *D)``."""
-        h = t_next - t
-        ks, _ = _rk_stages(self.tableau, field, x, t, h, cond)
-        return _weighted_sum(x, self.tableau.b, ks, h)
+        return self.advance(field, x, t, t_next, cond).x
 
 
 def _rk_stages(
@@ -103,3 +116,7 @@ class RK4(ExplicitRK):
     """Classical 4th-order Runge-Kutta, 4 NFE per step."""
 
     tableau = tableaus.RK4
+
+
+for _solver in (Euler, Midpoint, Heun, RK4):
+    SAMPLERS.add(_solver.tableau.name, _solver, config=FixedStepConfig)

@@ -1,5 +1,6 @@
 """Training-time samplers and inference grids."""
 
+from flowmatch.times import edm_grid as _edm_grid  # noqa: F401  (registers the "edm" grid)
 from flowmatch.times.grids import (
     GRIDS,
     check_grid,

@@ -6,15 +6,43 @@ Solvers integrate over any strictly monotone grid; a decreasing grid integrates 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from flowmatch.utils.checks import check_in_choices, check_positive_float, check_positive_int
+from flowmatch.registry import ComponentConfig, Entry, Registry
+from flowmatch.utils.checks import check_positive_float, check_positive_int
+from flowmatch.utils.options import option
 
-GRIDS: tuple[str, ...] = ("uniform", "shifted")
+#: A grid maker: ``make(num_steps, *, dtype, device) -> Tensor (N+1,)``.
+GridMaker = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class GridConfig(ComponentConfig):
+    """An inference time grid (``sample.grid``): ``kind`` names it, the rest are its options."""
+
+
+def _build_grid(entry: Entry[Any], config: ComponentConfig) -> GridMaker:
+    return functools.partial(entry.target, **config.options())
+
+
+#: Named inference grids; building one gives ``make(num_steps, *, dtype, device)``.
+GRIDS: Registry[GridMaker, GridConfig] = Registry(
+    "grid", GridConfig, default="uniform", build=_build_grid
+)
+
+
+@dataclass(frozen=True)
+class ShiftedGridConfig(GridConfig):
+    """Options of the shifted (SD3) grid."""
+
+    shift: float = option(3.0, gt=0, doc="a of s' = a s / (1 + (a - 1) s); > 1 favours noise")
 
 
 def grid_values(grid: Tensor, *, name: str = "grid", full: bool = False) -> list[float]:
@@ -76,6 +104,7 @@ def check_grid(grid: Tensor, *, name: str = "grid", full: bool = False) -> Tenso
     return grid
 
 
+@GRIDS.register("uniform")
 def uniform_grid(
     num_steps: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> Tensor:
@@ -89,6 +118,7 @@ def uniform_grid(
     return torch.linspace(0.0, 1.0, num_steps + 1, dtype=dtype, device=device)
 
 
+@GRIDS.register("shifted", config=ShiftedGridConfig)
 def shifted_grid(
     num_steps: int,
     shift: float = 3.0,
@@ -138,33 +168,36 @@ def custom_grid(
 
 
 def make_grid(
-    kind: str,
+    kind: str | GridConfig,
     num_steps: int,
     *,
-    shift: float = 3.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    **options: Any,
 ) -> Tensor:
-    """Build a named grid of ``num_steps`` steps, shape ``(N+1,)``, from 0 to 1.
+    """Build a registered grid of ``num_steps`` steps, shape ``(N+1,)``, from 0 to 1.
 
     Args:
-        kind: ``"uniform"`` or ``"shifted"``.
+        kind: a name of :data:`GRIDS` (``"uniform"``, ``"shifted"``, ...) or a grid config.
         num_steps: number of steps ``N >= 1``.
-        shift: the shift ``a`` of ``"shifted"`` (ignored by nothing else; passing it with
-            ``"uniform"`` is allowed only at its default).
         dtype: dtype of the grid.
         device: device of the grid.
+        **options: the grid's options (e.g. ``shift=3.0`` for ``"shifted"``); an option the
+            grid does not have is an error.
 
     Raises:
-        ValueError: unknown ``kind``, ``num_steps < 1``, or ``shift`` given to ``"uniform"``.
+        ValueError: unknown ``kind`` or option, a bad option value, or ``num_steps < 1``.
 
     Example:
         >>> make_grid("uniform", 4).tolist()
         [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> make_grid("shifted", 2, shift=3.0).tolist()
+        [0.0, 0.25, 1.0]
     """
-    check_in_choices(kind, GRIDS, "grid")
-    if kind == "uniform":
-        if shift != 3.0:
-            raise ValueError(f"shift={shift} only applies to the 'shifted' grid, not {kind!r}")
-        return uniform_grid(num_steps, dtype=dtype, device=device)
-    return shifted_grid(num_steps, shift, dtype=dtype, device=device)
+    if isinstance(kind, GridConfig):
+        if options:
+            raise ValueError(f"pass options inside the grid config, not as {sorted(options)}")
+        config = kind
+    else:
+        config = GRIDS.config(kind, **options)
+    return GRIDS.build(config)(num_steps, dtype=dtype, device=device)

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from flowmatch.registry import ComponentConfig, Registry
 from flowmatch.utils.checks import check_positive_float, check_positive_int
+from flowmatch.utils.options import option
+
+
+@dataclass(frozen=True)
+class TimeConfig(ComponentConfig):
+    """The ``[time]`` section: ``kind`` names the training-time distribution."""
 
 
 class TimeSampler(ABC):
@@ -42,10 +50,15 @@ class TimeSampler(ABC):
         """Cumulative distribution function at ``t`` (any shape)."""
 
 
+#: Training-time samplers by name.
+TIME_SAMPLERS: Registry[TimeSampler, TimeConfig] = Registry(
+    "time sampler", TimeConfig, default="uniform"
+)
+
+
+@TIME_SAMPLERS.register("uniform")
 class UniformTime(TimeSampler):
     """``t ~ U[0, 1)``."""
-
-    name = "uniform"
 
     def sample_t(
         self,
@@ -71,6 +84,15 @@ class UniformTime(TimeSampler):
         return "UniformTime()"
 
 
+@dataclass(frozen=True)
+class LogitNormalConfig(TimeConfig):
+    """Options of the logit-normal sampler (flowmatch convention: t = 1 is data)."""
+
+    mean: float = option(0.0, doc="location of logit(t); > 0 favours the data end")
+    std: float = option(1.0, gt=0, doc="scale of logit(t)")
+
+
+@TIME_SAMPLERS.register("logit_normal", config=LogitNormalConfig)
 class LogitNormalTime(TimeSampler):
     """``t = sigmoid(mean + std * n)``, ``n ~ N(0, 1)`` (SD3's logit-normal sampling).
 
@@ -86,8 +108,6 @@ class LogitNormalTime(TimeSampler):
         TypeError: if ``mean`` or ``std`` is not a number.
         ValueError: if ``mean`` is not finite or ``std`` is not a finite number ``> 0``.
     """
-
-    name = "logit_normal"
 
     def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
         if isinstance(mean, bool) or not isinstance(mean, int | float):
@@ -129,8 +149,3 @@ class LogitNormalTime(TimeSampler):
 
     def __repr__(self) -> str:
         return f"LogitNormalTime(mean={self.mean}, std={self.std})"
-
-
-TIME_SAMPLERS: dict[str, type[TimeSampler]] = {
-    cls.name: cls for cls in (UniformTime, LogitNormalTime)
-}

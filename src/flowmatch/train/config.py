@@ -1,47 +1,24 @@
 """Training hyper-parameters: one frozen dataclass, validated field by field.
 
-The lead's TOML/CLI layer maps the ``[train]`` table onto :class:`TrainConfig`; every field is
-checked here once, so the training loop itself never re-validates anything.
+The ``[train]`` table of a run config maps onto :class:`TrainConfig`; every field is checked
+when the record is built (``flowmatch.utils.options``), so the training loop never re-validates.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
+
+from flowmatch.utils.options import OptionError, Options, option
 
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
-def _int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
-
-
-def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
-    return value
-
-
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Options):
     """Optimisation, schedule, precision and bookkeeping settings of a training run.
 
     A step ``k`` (0-based) uses the learning rate ``lr_k`` of a linear warm-up followed by a
@@ -60,7 +37,7 @@ class TrainConfig:
             decay (if chosen), so resuming with a different ``steps`` changes its curve.
         batch_size: samples per step and per rank (data-parallel runs see
             ``batch_size * world_size`` samples per step).
-        lr: peak learning rate (2-D toys train well at 1e-3; ALGORITHMS.md 0.2).
+        lr: peak learning rate (the 2-D toys and digits train well at 1e-3; docs/benchmarks.md).
         weight_decay: AdamW's decoupled weight decay (0 for the small reference nets, which
             do not overfit in a few thousand steps).
         betas: Adam's moment decay rates ``(beta1, beta2)``, each in ``[0, 1)``.
@@ -70,15 +47,14 @@ class TrainConfig:
         lr_schedule: ``"constant"`` (default) or ``"cosine"`` (decay to ``min_lr_ratio * lr``
             at ``steps``). Constant, because the EMA already does the averaging that a decay
             to zero buys late in a run, while a cosine halves the learning of short runs: at
-            1000 steps it was worse than a plain constant-lr loop on 4 of 5 data sets
+            1000 steps it was worse than a plain constant-lr loop on the 2-D sets
             (bench/defaults.py, docs/benchmarks.md).
         min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``, in ``[0, 1]``
             (only used with ``lr_schedule="cosine"``).
         grad_clip: maximum global L2 norm of the gradient (``None``, the default: no
-            clipping). Off by default: the gradient norm of these objectives is O(1) (~1.4 on
-            checkerboard), so a clip at 1.0 rescales most steps, and with Adam that changed
-            nothing measurable; set it for losses with rare huge gradients (e.g.
-            x0-prediction near ``t -> 1``).
+            clipping). Off by default: the gradient norm of these objectives is O(1) (median
+            1.44 on checkerboard, 1.09 on moons), so a clip at 1.0 rescales most steps; set it
+            for losses with rare huge gradients (e.g. x0-prediction near ``t -> 1``).
         ema_decay: cap of the decay of the weight EMA (``None``: no EMA), in ``(0, 1)``. The
             effective decay of update ``k`` is ``min(ema_decay, (1 + k) / (10 + k))``
             (:class:`~flowmatch.train.ema.EMA`), so the EMA averages about the last 10 % of
@@ -95,6 +71,10 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0: only at the end of ``fit``).
         keep_checkpoints: number of most recent checkpoints kept on disk (>= 1).
         device: torch device string, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        dist_timeout: data-parallel runs: seconds a collective waits for the other ranks
+            before the run stops with one line naming the rank that did not respond (PyTorch's
+            default is 30 minutes). It must exceed the longest work rank 0 does alone
+            (an evaluation, a checkpoint write), during which the other ranks wait.
 
     Raises:
         TypeError: a field has the wrong type (e.g. ``steps=1.5``).
@@ -106,110 +86,55 @@ class TrainConfig:
         ('constant', None, 0.999)
     """
 
-    steps: int = 5000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = None
-    ema_decay: float | None = 0.999
-    precision: Literal["fp32", "bf16"] = "fp32"
-    compile: bool = False
-    seed: int = 0
-    log_every: int = 100
-    eval_every: int = 0
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    device: str = "cpu"
+    steps: int = option(5000, ge=1, doc="total optimisation steps (also the cosine horizon)")
+    batch_size: int = option(256, ge=1, doc="samples per step and per rank")
+    lr: float = option(1e-3, gt=0, doc="peak learning rate")
+    weight_decay: float = option(0.0, ge=0, doc="AdamW decoupled weight decay")
+    betas: tuple[float, ...] = option((0.9, 0.999), doc="Adam moment decays (beta1, beta2)")
+    warmup_steps: int = option(0, ge=0, doc="linear warm-up steps (<= steps)")
+    lr_schedule: Literal["constant", "cosine"] = option(
+        "constant", doc="learning-rate curve after the warm-up"
+    )
+    min_lr_ratio: float = option(0.0, ge=0, le=1, doc="final lr of the cosine, as a fraction")
+    grad_clip: float | None = option(
+        None, gt=0, hint="or None to disable clipping", doc="max global gradient L2 norm"
+    )
+    ema_decay: float | None = option(
+        0.999,
+        gt=0,
+        lt=1,
+        hint="or None to disable EMA",
+        doc="cap of the weight EMA decay (warm-up below it)",
+    )
+    precision: Literal["fp32", "bf16"] = option("fp32", doc="bf16 autocasts the forward pass")
+    compile: bool = option(False, doc="wrap the trained modules in torch.compile")
+    seed: int = option(0, ge=0, doc="base seed of model init, batches and per-step randomness")
+    log_every: int = option(100, ge=1, doc="steps between metric records (the only host syncs)")
+    eval_every: int = option(0, ge=0, doc="steps between evaluations (0: never)")
+    checkpoint_every: int = option(1000, ge=0, doc="steps between checkpoints (0: at the end)")
+    keep_checkpoints: int = option(2, ge=1, doc="most recent checkpoints kept on disk")
+    device: str = option("cpu", doc="torch device: 'cpu', 'cuda', 'cuda:1', ...")
+    dist_timeout: float = option(
+        300.0, gt=0, doc="DDP: seconds to wait for a silent rank before stopping, naming it"
+    )
 
-    def __post_init__(self) -> None:
-        # Normalise through object.__setattr__ (the dataclass is frozen): TOML gives ints for
-        # floats like ``lr = 1`` and lists for ``betas``; store the canonical types.
-        def put(name: str, value: Any) -> None:
-            object.__setattr__(self, name, value)
-
-        _int(self.steps, "steps", minimum=1)
-        _int(self.batch_size, "batch_size", minimum=1)
-        lr = _float(self.lr, "lr")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        put("lr", lr)
-        wd = _float(self.weight_decay, "weight_decay")
-        if wd < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        put("weight_decay", wd)
-        put("betas", self._check_betas(self.betas))
-        _int(self.warmup_steps, "warmup_steps", minimum=0)
+    def validate(self) -> None:
+        """Checks that involve several fields or torch (betas, warm-up, device)."""
+        if self.lr > torch.finfo(torch.float32).max:
+            raise OptionError("lr", f"must be a float32-representable number, got {self.lr!r}")
+        if len(self.betas) != 2:
+            raise OptionError("betas", f"must be a pair (beta1, beta2), got {self.betas!r}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise OptionError("betas", f"must lie in [0, 1), got {self.betas!r}")
         if self.warmup_steps > self.steps:
-            raise ValueError(
-                f"warmup_steps must be <= steps = {self.steps}, got {self.warmup_steps}"
+            raise OptionError(
+                "warmup_steps", f"must be <= steps = {self.steps}, got {self.warmup_steps}"
             )
-        _choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
-        ratio = _float(self.min_lr_ratio, "min_lr_ratio")
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        put("min_lr_ratio", ratio)
-        if self.grad_clip is not None:
-            clip = _float(self.grad_clip, "grad_clip")
-            if clip <= 0:
-                raise ValueError(
-                    f"grad_clip must be > 0 (or None to disable clipping), got {self.grad_clip!r}"
-                )
-            put("grad_clip", clip)
-        if self.ema_decay is not None:
-            decay = _float(self.ema_decay, "ema_decay")
-            if not 0.0 < decay < 1.0:
-                raise ValueError(
-                    f"ema_decay must be in (0, 1) (or None to disable EMA), got {self.ema_decay!r}"
-                )
-            put("ema_decay", decay)
-        _choice(self.precision, PRECISIONS, "precision")
-        if not isinstance(self.compile, bool):
-            raise TypeError(f"compile must be a bool, got {self.compile!r}")
-        _int(self.seed, "seed", minimum=0)
-        _int(self.log_every, "log_every", minimum=1)
-        _int(self.eval_every, "eval_every", minimum=0)
-        _int(self.checkpoint_every, "checkpoint_every", minimum=0)
-        _int(self.keep_checkpoints, "keep_checkpoints", minimum=1)
-        if not isinstance(self.device, str):
-            raise TypeError(f"device must be a str such as 'cpu' or 'cuda:0', got {self.device!r}")
         try:
             torch.device(self.device)
         except RuntimeError as err:
-            raise ValueError(
-                f"device {self.device!r} is not a valid torch device string "
-                f"(e.g. 'cpu', 'cuda', 'cuda:1'): {err}"
+            raise OptionError(
+                "device",
+                f"{self.device!r} is not a valid torch device string "
+                f"(e.g. 'cpu', 'cuda', 'cuda:1'): {err}",
             ) from None
-
-    @staticmethod
-    def _check_betas(betas: Any) -> tuple[float, float]:
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        b1, b2 = _float(betas[0], "betas[0]"), _float(betas[1], "betas[1]")
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"betas must lie in [0, 1), got {tuple(betas)!r}")
-        return (b1, b2)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of all fields (``betas`` as a list)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (never silently dropped).
-
-        Raises:
-            ValueError: ``d`` has keys that are not fields of ``TrainConfig``.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig key(s) {unknown}; valid keys are {sorted(names)}"
-            )
-        return cls(**d)

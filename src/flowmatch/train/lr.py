@@ -71,7 +71,10 @@ class WarmupCosine:
         return self.lr * (ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable description (the schedule has no other state)."""
+        """JSON-serialisable description, stored in checkpoints and compared on resume.
+
+        The schedule has no other state: the lr of step ``k`` is recomputed from ``k``.
+        """
         return {
             "lr": self.lr,
             "total_steps": self.total_steps,

@@ -46,7 +46,7 @@ class _Item:
 
 def _work(
     batch_fn: Callable[[int], Batch],
-    pair_fn: Callable[[Batch, torch.Generator], Tensor],
+    pair_fn: Callable[[Batch, torch.Generator], Tensor | Batch],
     seed: int,
     step: int,
     out: queue.Queue[_Item],
@@ -56,14 +56,16 @@ def _work(
     while not stop.is_set():
         try:
             batch = batch_fn(step)
-            x0 = pair_fn(batch, step_generator(seed, PAIRING_STREAM, step))
+            result = pair_fn(batch, step_generator(seed, PAIRING_STREAM, step))
+            prepared = result if isinstance(result, Batch) else None  # TrainingStep.prepare
+            x0 = prepared.x0 if prepared is not None else result
             if not isinstance(x0, Tensor) or x0.shape != batch.x1.shape:
                 got = tuple(x0.shape) if isinstance(x0, Tensor) else type(x0).__name__
                 raise ValueError(
                     f"pair_fn must return x0 shaped like batch.x1 {tuple(batch.x1.shape)}, "
                     f"got {got}"
                 )
-            item = _Item(step, replace(batch, x0=x0), None)
+            item = _Item(step, prepared or replace(batch, x0=x0), None)
         except BaseException as exc:  # forwarded to the consumer, which re-raises it
             item = _Item(step, None, exc)
         while not stop.is_set():
@@ -88,8 +90,9 @@ class PairingPrefetcher(Iterator[tuple[int, Batch]]):
 
     Args:
         batch_fn: the data batch of a step, e.g. ``BatchSchedule.batch_at``.
-        pair_fn: ``(batch, generator) -> x0`` shaped like ``batch.x1``; all its randomness
-            must come from ``generator``, e.g.
+        pair_fn: ``(batch, generator) -> x0`` shaped like ``batch.x1``, or the prepared
+            ``Batch`` (with ``x0``) of a ``TrainingStep.prepare``; all its randomness must
+            come from ``generator``, e.g.
             ``lambda b, g: objective.pair(b.x1, labels=b.labels, generator=g)``.
         seed: base seed of the per-step generators.
         start_step: first step to produce (``> 0`` when resuming).
@@ -117,7 +120,7 @@ class PairingPrefetcher(Iterator[tuple[int, Batch]]):
     def __init__(
         self,
         batch_fn: Callable[[int], Batch],
-        pair_fn: Callable[[Batch, torch.Generator], Tensor],
+        pair_fn: Callable[[Batch, torch.Generator], Tensor | Batch],
         *,
         seed: int,
         start_step: int,
