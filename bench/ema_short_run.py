@@ -58,7 +58,7 @@ def train_and_score(variant: str, seed: int, steps: int, num_samples: int) -> di
         run = api.load_run(out, use_ema=use_ema)
         report = api.evaluate(
             run, test_ds, nfe=[16], solvers=["midpoint"], num_samples=num_samples, seed=seed,
-            dopri5=False, train_ds=train_ds,
+            reference=None, train_ds=train_ds,
         )  # fmt: skip
         row[weights] = report["rows"][0]["fd_digits"]
         row["floor"] = report["floor"]["fd_digits"]
