@@ -163,6 +163,12 @@ def test_distill_resumes_and_reuses_its_pairs(teacher, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["run_id"] != run_id
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 10
+    # k-rectified flow: a reflow student is a velocity run, so it teaches the next reflow.
+    third = tmp_path / "rf3"
+    argv = ["distill", str(out), "--method", "reflow", "--out", str(third), "--quiet"]
+    assert main([*argv, "--steps", "5", *sets]) == 0
+    rec = json.loads((third / "config.json").read_text())["teacher"]
+    assert rec["run"] == str(out.resolve()) and rec["objective"] == "reflow"
 
 
 def test_distill_refuses_bad_methods_and_objectives(teacher, tmp_path, capsys):

@@ -21,11 +21,12 @@ from flowmatch.fewstep.flowmap import (
 )
 from flowmatch.fewstep.splitting import ProgressiveStep
 from flowmatch.interfaces import CondSpec
-from flowmatch.models import MLP
+from flowmatch.models import MLP, AverageVelocityMap
 from flowmatch.objectives import OBJECTIVES, TrainingParts
 from flowmatch.paths import AffinePath, CosineSchedule
+from flowmatch.solvers import FlowMapSampler, solve
 from flowmatch.sources import GaussianSource
-from flowmatch.times import UniformTime
+from flowmatch.times import UniformTime, make_grid
 from oracles import ExactAverageVelocity, GaussianOracle
 
 D = torch.float64
@@ -49,6 +50,18 @@ def test_exact_average_velocity_reproduces_the_flow_map(oracle):
     x, s, t = _points(oracle)
     u = ExactAverageVelocity(oracle)
     torch.testing.assert_close(x + (t - s)[:, None] * u(x, s, t_end=t), oracle.flow_map(x, s, t))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_flow_map_sampler_with_the_exact_map_samples_exactly_in_any_number_of_steps(oracle, steps):
+    # The flow-map sampler composes X(x, t_k, t_{k+1}) along any grid: with the exact map,
+    # 1, 2 or 4 steps (on a non-uniform grid too) all give the exact ODE endpoint.
+    x0 = oracle.sample_x0(64, torch.Generator().manual_seed(1))
+    fmap = AverageVelocityMap(ExactAverageVelocity(oracle))
+    for kind in ("uniform", "shifted"):
+        sol = solve(fmap, x0, make_grid(kind, steps, dtype=D), FlowMapSampler())
+        assert sol.nfe == steps
+        torch.testing.assert_close(sol.x, oracle.flow(x0, 1.0), atol=1e-10, rtol=1e-10)
 
 
 def test_meanflow_target_at_the_exact_map_is_the_exact_map(oracle):
