@@ -1,9 +1,11 @@
 """CLI paths of the sampling suite not covered next to their components: --along, mixed, reflective."""
 
 import numpy as np
+import pytest
 
 from flowmatch import api
 from flowmatch.cli.main import main
+from flowmatch.utils.options import OptionError
 
 
 def test_cli_along_equals_the_api(tiny_run, tmp_path):
@@ -64,3 +66,20 @@ def test_cli_flowopt_steering_raises_the_reward(tiny_run, tmp_path, capsys):
     capsys.readouterr()
     assert main([*base[:4], "--reward", "region", "--budget", "20", "--out", str(out)]) == 2
     assert "has no gradient" in capsys.readouterr().err
+
+
+def test_switch_auto_takes_the_latest_time_when_both_models_agree(tiny_run, tiny_digits, tmp_path):
+    # the same run early and late: every switch gives the same samples and the same score, so
+    # the sweep returns the last interior time of the grid (Euler 5 steps: 0.8)
+    choice = api.choose_switch_time(tiny_run, tiny_run, solver="euler", nfe=5, num_samples=64)
+    assert choice.switch == pytest.approx(0.8) and choice.early_steps == 4
+    assert set(choice.scores.values()) == {choice.reference}
+    with pytest.raises(OptionError, match="early must sample what the run samples"):
+        api.choose_switch_time(tiny_run, tiny_digits, nfe=4)
+    with pytest.raises(OptionError, match="deterministic fixed-step solver"):
+        api.choose_switch_time(tiny_run, tiny_run, solver="euler_maruyama", nfe=4)
+    out = tmp_path / "s.npz"
+    run_dir = str(tiny_run.directory)
+    args = ["sample", run_dir, "--solver", "euler", "--nfe", "5", "--num-samples", "8"]
+    assert main([*args, "--early", run_dir, "--switch", "auto", "--out", str(out)]) == 0
+    assert main([*args, "--early", run_dir, "--switch", "soon", "--out", str(out)]) == 2

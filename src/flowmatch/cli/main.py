@@ -95,6 +95,16 @@ def _seed(text: str) -> int:
     return v
 
 
+def _switch_time(text: str) -> float | str:
+    """``--switch``: a finite time or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return _finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a time or 'auto', got {text!r}") from None
+
+
 def _finite_float(text: str) -> float:
     try:
         v = float(text)
@@ -221,7 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="two-model sampling: SMALL_RUN's field before --switch T, this run's after",
     )
-    s.add_argument("--switch", type=_finite_float, default=None, help="with --early: time T")
+    s.add_argument(
+        "--switch",
+        type=_switch_time,
+        default=None,
+        help="with --early: time T, or 'auto' (the latest time within 5%% of this run's "
+        "held-out metric on a validation draw; same solver and NFE as the samples)",
+    )
     s.add_argument(
         "--control",
         metavar="REWARD",
@@ -571,7 +587,19 @@ def _composite(run: Any, args: argparse.Namespace) -> Any:
     if args.reference is not None:
         field = WeightedFields(api.load_run(args.reference).field, field, args.weight)
     if args.early is not None:
-        field = SwitchedField(api.load_run(args.early).field, field, args.switch)
+        early = api.load_run(args.early)
+        switch = args.switch
+        if switch == "auto":
+            choice = api.choose_switch_time(run, early, solver=args.solver, nfe=args.nfe)
+            switch = choice.switch
+            score = choice.scores.get(switch, choice.reference)
+            print(
+                f"note: --switch auto chose t = {switch:.2f} ({choice.early_steps} steps on "
+                f"{args.early}; validation score {score:.4g} vs {choice.reference:.4g} for "
+                "this run alone)",
+                file=sys.stderr,
+            )
+        field = SwitchedField(early.field, field, switch)
     if args.control is not None and args.search is None:
         opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
         reward = REWARDS.build(REWARDS.config(args.control, **opts.pop("reward", {})))
