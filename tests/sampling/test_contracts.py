@@ -78,6 +78,29 @@ def test_cli_refusals_are_one_line(tiny_run, tmp_path, capsys):
             "--seed",
         ),
     ]
+    cases.append(
+        (
+            [
+                "sample",
+                run_dir,
+                "--search",
+                "smc",
+                "--budget",
+                "8",
+                "--control",
+                "distance",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ],
+            "--control does not apply with --search",
+        )
+    )
+    cases.append(
+        (
+            ["sample", run_dir, "--control-scale", "2", "--out", str(tmp_path / "s.npz")],
+            "--control-scale needs --control",
+        )
+    )
     for args, message in cases:
         capsys.readouterr()
         assert main(args) == 2

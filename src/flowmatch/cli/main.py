@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time control down -REWARD's gradient (FOCUS weighting; options --opt "
         "reward.KEY=V, strength --control-scale)",
     )
-    s.add_argument("--control-scale", type=_finite_float, default=1.0, help="with --control")
+    s.add_argument(
+        "--control-scale", type=_finite_float, default=None, help="with --control (default 1)"
+    )
     s.add_argument(
         "--prune",
         action="store_true",
@@ -600,7 +602,11 @@ def _composite(run: Any, args: argparse.Namespace) -> Any:
                 file=sys.stderr,
             )
         field = SwitchedField(early.field, field, switch)
-    if args.control is not None and args.search is None:
+    if args.control_scale is not None and args.control is None:
+        raise ValueError("--control-scale needs --control REWARD")
+    if args.control is not None and args.search is not None:
+        raise ValueError("--control does not apply with --search (the search steers by --reward)")
+    if args.control is not None:
         opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
         reward = REWARDS.build(REWARDS.config(args.control, **opts.pop("reward", {})))
         args.opt = [o for o in args.opt if not o.startswith("reward.")]
@@ -608,7 +614,8 @@ def _composite(run: Any, args: argparse.Namespace) -> Any:
         def cost(x1: Any, t: Any) -> Any:
             return -reward(run.to_data_space(x1))
 
-        field = CostGradientField(field, run.path, cost, scale=args.control_scale)
+        scale = 1.0 if args.control_scale is None else args.control_scale
+        field = CostGradientField(field, run.path, cost, scale=scale)
     return replace(run, field=field) if field is not run.field else run
 
 
