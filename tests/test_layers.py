@@ -22,6 +22,7 @@ LAYERS = {
     "models": 2,
     "objectives": 2,
     "guidance": 3,
+    "sampling": 3,
     "metrics": 3,
     "train": 4,
     "viz": 5,

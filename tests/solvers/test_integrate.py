@@ -20,13 +20,20 @@ from flowmatch.solvers import (
     solve,
     steps_for_nfe,
 )
+from flowmatch.solvers.context import ContextualSampler
 from flowmatch.times import make_grid
 from oracles import linear_system
 
 F64 = torch.float64
 FIXED = [name for name, cls in SOLVERS.items() if issubclass(cls, ODESolver)]
-# Samplers of velocity fields (flow-map samplers integrate two-time maps: tests/solvers/test_flow_map.py).
-VELOCITY = [name for name, cls in SOLVERS.items() if cls.field_kind == "velocity"]
+# Self-contained samplers of velocity fields (flow-map samplers integrate two-time maps:
+# tests/solvers/test_flow_map.py; contextual ones need parts of a run (a path, a refiner, a
+# null label): tests/solvers/test_sde.py, tests/sampling/).
+VELOCITY = [
+    name
+    for name, cls in SOLVERS.items()
+    if cls.field_kind == "velocity" and not issubclass(cls, ContextualSampler)
+]
 
 
 def _decay(x, t, cond=None):

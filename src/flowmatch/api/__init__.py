@@ -27,6 +27,12 @@ from flowmatch.api.config import (
     stored_config,
 )
 from flowmatch.api.evaluate import MAX_DIM_FLOW_METRICS, Scorer, evaluate, flow_metrics
+from flowmatch.api.flowopt import Reconstruction, reconstruct
+from flowmatch.api.grid import compute_grids
+from flowmatch.api.observe import load_observation, observe
+from flowmatch.api.prune import fit_pruning, pruned_run
+from flowmatch.api.refine import load_refiner, refine
+from flowmatch.api.reparam import run_along
 from flowmatch.api.run import Run, assemble_run, data_info, load_run
 from flowmatch.api.sample import (
     SampleResult,
@@ -35,6 +41,8 @@ from flowmatch.api.sample import (
     sample_condition,
     sampling_plan,
 )
+from flowmatch.api.search import SearchOutput, search
+from flowmatch.api.switch import choose_switch_time
 from flowmatch.api.train import prepare_dataset, train_run
 
 __all__ = [
@@ -43,24 +51,37 @@ __all__ = [
     "Resolved",
     "Run",
     "SampleResult",
+    "SearchOutput",
     "Scorer",
     "assemble_run",
     "check_same_data",
+    "choose_switch_time",
+    "compute_grids",
     "data_fingerprint",
     "data_info",
     "evaluate",
     "flow_metrics",
+    "fit_pruning",
+    "pruned_run",
     "generate",
     "guided_field",
     "load_data",
+    "load_observation",
+    "observe",
     "load_run",
     "load_run_data",
     "prepare_dataset",
     "read_run_info",
+    "reconstruct",
+    "Reconstruction",
+    "refine",
+    "load_refiner",
     "resolve_config",
     "resume_config",
+    "run_along",
     "sample_condition",
     "sampling_plan",
+    "search",
     "stored_config",
     "train_run",
 ]

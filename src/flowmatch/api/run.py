@@ -46,6 +46,8 @@ class Run:
         step: the training step of the loaded weights.
         checkpoint: the checkpoint directory (``None`` for a run built from live modules).
         info: the stored ``config.json`` content.
+        directory: the run directory (``None`` for a run built from live modules); holds what
+            is computed once per run (e.g. ``grids.json``: BOSS grids).
         values_standardizer: maps data-space condition values to what the model sees
             (``None``: values used as given, or no values).
     """
@@ -61,6 +63,7 @@ class Run:
     step: int
     checkpoint: Path | None
     info: dict[str, Any]
+    directory: Path | None = None
     values_standardizer: Standardizer | None = None
 
     @property
@@ -188,7 +191,7 @@ def assemble_run(
         step,
         checkpoint,
         info,
-        run_values_standardizer(info),
+        values_standardizer=run_values_standardizer(info),
     )
 
 
@@ -256,4 +259,6 @@ def load_run(
                 f"architecture?): {detail[0] if detail else err}"
             ) from None
         module.to(device).eval()
-    return assemble_run(cfg, info, modules, step=ckpt.step, checkpoint=ckpt.path)
+    run = assemble_run(cfg, info, modules, step=ckpt.step, checkpoint=ckpt.path)
+    run.directory = Path(run_dir)
+    return run

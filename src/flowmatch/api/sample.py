@@ -11,16 +11,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowmatch.api.run import Run
+from flowmatch.api.run import NOISE_CHUNK, Run
+from flowmatch.api.stored import stored_grid
 from flowmatch.guidance import ClassifierFreeGuidance
 from flowmatch.interfaces import Cond, Condition, CondSpec, as_condition, cond_to, index_cond
 from flowmatch.solvers import solve
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, SamplerConfig
+from flowmatch.solvers.context import SamplingContext, bind_sampler
+from flowmatch.sources import GaussianSource
 from flowmatch.times.grids import GRIDS, GridConfig, custom_grid, make_grid
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError
+from flowmatch.utils.tensor import step_generator
 
 GridSpec = str | GridConfig | Tensor | Sequence[float]
+_STEP_NOISE_STREAM = 0x5D
 
 
 @dataclass(frozen=True)
@@ -92,13 +97,58 @@ def sampling_plan(
                 f"values have {len(values) - 1} steps but nfe={steps * stages} means {steps} "
                 f"{config.kind} steps; pass nfe={(len(values) - 1) * stages}",
             )
-        return SAMPLERS.build(config), values, config
+        return _bound(run, config), values, config
     grid_cfg = _grid_config(run, grid, dict(grid_options or {}))  # type: ignore[arg-type]
     if adaptive and grid_cfg.kind != "uniform":
         raise OptionError(
             "grid", f"{grid_cfg.kind!r} does not apply to the adaptive solver {config.kind!r}"
         )
-    return SAMPLERS.build(config), make_grid(grid_cfg, steps), config
+    sampler = _bound(run, config)
+    if getattr(GRIDS[grid_cfg.kind], "stored_in_run", False):  # e.g. BOSS: computed per run
+        return sampler, stored_grid(run, grid_cfg.kind, config.kind, steps), config
+    return sampler, make_grid(grid_cfg, steps), config
+
+
+def _bound(run: Run, config: SamplerConfig) -> Sampler:
+    sampler = SAMPLERS.build(config)
+    return bind_sampler(sampler, run_context(run, getattr(sampler, "requires", ())))
+
+
+def run_context(run: Run, requires: Sequence[str] = ()) -> SamplingContext:
+    """What contextual samplers (SDE, reflective, FlowTurbo) need from ``run``.
+
+    A ``"refiner"`` in ``requires`` loads the run's FlowTurbo refiner (``flowmatch refine``).
+    """
+    modules: dict[str, Any] = dict(run.modules)
+    if "refiner" in requires:
+        from flowmatch.api.refine import load_refiner
+
+        refiner = load_refiner(run)
+        if refiner is not None:
+            modules["refiner"] = refiner
+    return SamplingContext(
+        path=run.path,
+        gaussian_source=type(run.source) is GaussianSource,
+        null_label=run.num_classes,
+        modules=modules,
+        name=f"run {run.info.get('data', {}).get('name', '?')!r} (source {run.source!r})",
+    )
+
+
+def step_noise(run: Run, num_steps: int, num_samples: int, *, seed: int) -> Tensor:
+    """Per-step noise ``(num_steps, N, *D)`` of stochastic samplers (standard normal).
+
+    Sample ``i``'s noise depends only on ``(seed, i)`` (drawn in chunks of ``NOISE_CHUNK``
+    samples, as ``Run.noise``), so a stochastic sample does not change with the batch size.
+    """
+    chunks = [
+        torch.randn(
+            (num_steps, NOISE_CHUNK, *run.sample_shape),
+            generator=step_generator(seed, _STEP_NOISE_STREAM, k),
+        )
+        for k in range(math.ceil(num_samples / NOISE_CHUNK))
+    ]
+    return torch.cat(chunks, dim=1)[:, :num_samples].to(run.device)
 
 
 def _sampler_config(
@@ -227,8 +277,29 @@ def _check_cond_shapes(c: Condition, spec: CondSpec) -> None:
         )
 
 
+def refuse_continuous_cond(run: Run) -> None:
+    """Refuse runs conditioned on values or context where only labels can be given.
+
+    Raises:
+        OptionError: naming the run's condition kinds.
+    """
+    needs = [k for k in run.cond.kinds if k != "labels"]
+    if needs:
+        raise OptionError(
+            "cond",
+            f"the run is conditioned on {needs}, which this sampling path cannot give (it "
+            "takes labels only); sample it with api.generate(run, n, cond=...) / sample --cond",
+        )
+
+
 def sample_labels(run: Run, num_samples: int, label: int | None) -> Tensor | None:
-    """Labels for ``num_samples`` samples: all ``label``, or cycling through the classes."""
+    """Labels for ``num_samples`` samples: all ``label``, or cycling through the classes.
+
+    Raises:
+        OptionError: a run conditioned on values or context (these need a ``cond``; only
+            :func:`generate` takes one), or a bad ``label``.
+    """
+    refuse_continuous_cond(run)
     if run.num_classes is None:
         if label is not None:
             raise OptionError("label", f"={label} given but the model is unconditional")
@@ -303,11 +374,15 @@ def generate(
     field = guided_field(run, scale)
     model_cond, data_cond, labels = _conditions(run, num_samples, label, cond)
     noise = run.noise(num_samples, seed=seed)
+    noises = (
+        step_noise(run, len(t_grid) - 1, num_samples, seed=seed) if sampler.stochastic else None
+    )
     out, total_nfe, start = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, num_samples, batch_size):
             c: Cond = cond_to(index_cond(model_cond, slice(i, i + batch_size)), run.device)
-            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c)
+            steps = None if noises is None else noises[:, i : i + batch_size]
+            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c, noise=steps)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
     x = run.to_data_space(torch.cat(out).cpu())
@@ -341,7 +416,10 @@ __all__ = [
     "SampleResult",
     "generate",
     "guided_field",
+    "refuse_continuous_cond",
+    "run_context",
     "sample_condition",
     "sample_labels",
     "sampling_plan",
+    "step_noise",
 ]

@@ -43,6 +43,11 @@ import flowmatch.objectives.flow_matching  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.adaptive  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.flow_map  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.ode  # noqa: E402, F401  isort: skip
+import flowmatch.solvers.sde  # noqa: E402, F401  isort: skip
+import flowmatch.sampling.flowturbo  # noqa: E402, F401  isort: skip
+import flowmatch.sampling.reflective  # noqa: E402, F401  isort: skip
+import flowmatch.sampling.rewards  # noqa: E402, F401  isort: skip
+import flowmatch.sampling.search  # noqa: E402, F401  isort: skip
 
 
 class ConfigError(OptionError):

@@ -11,6 +11,7 @@ from flowmatch.solvers.base import (
     SamplerConfig,
     StepOutput,
 )
+from flowmatch.solvers.context import ContextualSampler, SamplingContext, bind_sampler
 from flowmatch.solvers.flow_map import FlowMapSampler
 from flowmatch.solvers.integrate import Solution, integrate, solve, steps_for_nfe
 from flowmatch.solvers.inversion import invert, invert_euler_fixed_point
@@ -22,6 +23,7 @@ from flowmatch.solvers.likelihood import (
     log_likelihood,
 )
 from flowmatch.solvers.ode import RK4, Euler, ExplicitRK, Heun, Midpoint
+from flowmatch.solvers.sde import EulerMaruyama, MixedSampler, window_times
 from flowmatch.solvers.tableaus import TABLEAUS, ButcherTableau
 
 #: Samplers by name (the sampler registry: ``SOLVERS["rk4"]`` is ``RK4``).
@@ -50,6 +52,12 @@ __all__ = [
     "SamplerConfig",
     "StepOutput",
     "Euler",
+    "EulerMaruyama",
+    "MixedSampler",
+    "ContextualSampler",
+    "SamplingContext",
+    "bind_sampler",
+    "window_times",
     "ExplicitRK",
     "Heun",
     "Midpoint",

@@ -28,7 +28,8 @@ class Solution:
         num_steps: accepted steps.
         num_rejected: rejected steps (adaptive solvers only).
         log_probs: for stochastic samplers with ``return_log_probs``, the log-density of each
-            step's transition at the state it produced, summed over dimensions, ``(N, B)``.
+            step's transition at the state it produced, summed over dimensions, ``(N, B)``
+            (0 for the deterministic steps of a partly stochastic sampler).
     """
 
     x: Tensor
@@ -216,7 +217,13 @@ def _noises(
 
 
 def _gaussian_log_prob(x: Tensor, mean: Tensor | None, std: Tensor | None) -> Tensor:
-    """``log N(x; mean, std^2 I)`` summed over all dimensions but the batch, ``(B,)``."""
+    """``log N(x; mean, std^2 I)`` summed over all dimensions but the batch, ``(B,)``.
+
+    A deterministic step of a partly stochastic sampler (mean and std both ``None``, e.g. an
+    ODE step of ``MixedSampler`` outside its window) contributes 0.
+    """
+    if mean is None and std is None:
+        return x.new_zeros(x.shape[0])
     if mean is None or std is None:
         raise ValueError("the sampler did not return its Gaussian transition (mean, std)")
     z = (x - mean) / std

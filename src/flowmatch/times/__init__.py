@@ -1,9 +1,11 @@
 """Training-time samplers and inference grids."""
 
+from flowmatch.times import boss as _boss  # noqa: F401  (registers the "boss" grid)
 from flowmatch.times import edm_grid as _edm_grid  # noqa: F401  (registers the "edm" grid)
 from flowmatch.times.grids import (
     GRIDS,
     check_grid,
+    cosine_grid,
     custom_grid,
     grid_values,
     make_grid,
@@ -19,6 +21,7 @@ __all__ = [
     "TimeSampler",
     "UniformTime",
     "check_grid",
+    "cosine_grid",
     "custom_grid",
     "grid_values",
     "make_grid",

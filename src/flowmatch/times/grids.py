@@ -144,6 +144,27 @@ def shifted_grid(
     return t.to(dtype=dtype, device=device)
 
 
+@GRIDS.register("cosine")
+def cosine_grid(
+    num_steps: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
+    """Cosine spacing ``t_k = (1 - cos(pi k / N)) / 2``: denser near both ends, shape ``(N+1,)``.
+
+    The Chebyshev-Gauss-Lobatto nodes mapped to ``[0, 1]`` (Trefethen 2013, "Approximation
+    Theory and Approximation Practice", ch. 2): steps shrink like ``sin(pi k / N)`` towards
+    the noise and the data end, where flow fields bend most.
+
+    Raises:
+        TypeError: if ``num_steps`` is not an int.
+        ValueError: if ``num_steps < 1``.
+    """
+    check_positive_int(num_steps, "num_steps")
+    k = torch.arange(num_steps + 1, dtype=torch.float64)
+    t = 0.5 * (1 - torch.cos(math.pi * k / num_steps))
+    t[0], t[-1] = 0.0, 1.0
+    return t.to(dtype=dtype, device=device)
+
+
 def custom_grid(
     values: Sequence[float] | Tensor,
     *,
