@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_common_args, fmt, machine_info, mean_std, setup, table, write_json  # noqa: E402
 from flowmatch import api  # noqa: E402
-from suite_common import SEEDS, metric_name, score, test_data, trained_run  # noqa: E402
+from suite_common import SEEDS, score, test_data, trained_run  # noqa: E402
 
 GRIDS = ["uniform", "shifted", "edm", "cosine", "boss"]
 
@@ -71,7 +71,7 @@ def main() -> None:
                 summary.append(gain)
     head = ["run", "solver", "NFE", *GRIDS, "BOSS vs best other", "BOSS cost s"]
     print(
-        f"### {metric_name(run)} (W2 for 2-D, FD for digits) per grid, seeds {SEEDS}, "
+        f"### W2 (checkerboard, moons) or FD (digits) per grid, seeds {SEEDS}, "
         f"{n} samples\n\n" + table(head, rows) + "\n"
     )
     print(f"total wall {time.perf_counter() - t0:.0f} s")

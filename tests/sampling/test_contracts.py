@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from flowmatch import api
 from flowmatch.cli.main import main
+from flowmatch.interfaces import Condition
+from flowmatch.utils.options import OptionError
 
 
 def test_api_entry_points_refuse_negative_seeds(tiny_run):
@@ -75,9 +78,50 @@ def test_cli_refusals_are_one_line(tiny_run, tmp_path, capsys):
             "--seed",
         ),
     ]
+    cases.append(
+        (
+            [
+                "sample",
+                run_dir,
+                "--search",
+                "smc",
+                "--budget",
+                "8",
+                "--control",
+                "distance",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ],
+            "--control does not apply with --search",
+        )
+    )
+    cases.append(
+        (
+            ["sample", run_dir, "--control-scale", "2", "--out", str(tmp_path / "s.npz")],
+            "--control-scale needs --control",
+        )
+    )
     for args, message in cases:
         capsys.readouterr()
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err
     assert sorted(p.name for p in tiny_run.directory.iterdir()) == before
+
+
+def test_label_only_paths_refuse_runs_conditioned_on_values(tmp_path):
+    from tiny_runs import train_tiny
+
+    run = train_tiny(tmp_path / "angle", "8gaussians_angle", steps=20)
+    assert run.cond.kinds == ("values",)
+    x = torch.zeros(2, 2)
+    calls = [
+        lambda: api.search(run, 2, budget=10, search_options={"steps": 5}),
+        lambda: api.observe(run, x, mask=torch.tensor([True, False])),
+        lambda: api.compute_grids(run, nfe=[2], fine_steps=4, num_samples=4),
+        lambda: api.reconstruct(run, x, nfe=2, iterations=1),
+    ]
+    for call in calls:
+        with pytest.raises(OptionError, match=r"conditioned on \['values'\], which this sampling"):
+            call()
+    assert api.generate(run, 3, cond=Condition(values=torch.zeros(1, 1)), nfe=2).nfe == 2

@@ -54,6 +54,10 @@ def test_reconstruct_a_run_and_cli(tiny_run, tmp_path):
     targets = api.generate(tiny_run, 16, solver="euler", nfe=8, seed=5).samples
     res = api.reconstruct(tiny_run, targets, nfe=8, iterations=5)
     assert res.history[-1] < res.history[0] and res.samples.shape == targets.shape
+    # every pass counts: the inversion, the step bound (1 + 10 power iterations), 1 + 5 FlowOpt
+    assert res.nfe == 8 + 11 * 8 + 6 * 8
+    given = api.reconstruct(tiny_run, targets, nfe=8, iterations=5, eta=res.eta)
+    assert given.nfe == 8 + 6 * 8 and given.history == res.history
     np.savez(tmp_path / "t.npz", samples=targets.numpy())
     out = tmp_path / "r.npz"
     assert (

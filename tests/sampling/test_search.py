@@ -5,7 +5,7 @@ import torch
 
 from flowmatch.paths import AffinePath
 from flowmatch.sampling.rewards import REWARDS, DigitReward
-from flowmatch.sampling.search import SEARCHES, SearchProblem, best_of_n, rbf
+from flowmatch.sampling.search import SEARCHES, SearchProblem, best_of_n, flowopt_search, rbf
 from flowmatch.solvers import Euler, solve
 from flowmatch.times import make_grid
 from flowmatch.utils.options import OptionError
@@ -25,7 +25,7 @@ def _problem(reward=None):
     )
 
 
-@pytest.mark.parametrize("name", ["best_of_n", "smc", "rbf"])
+@pytest.mark.parametrize("name", ["best_of_n", "smc", "rbf", "flowopt"])
 def test_searches_respect_the_budget_and_beat_plain_sampling(name):
     p = _problem()
     search = SEARCHES.build(SEARCHES.config(name, steps=5))
@@ -53,6 +53,25 @@ def test_best_of_one_is_plain_sampling():
     ref = solve(p.field, x0, make_grid("uniform", 5, dtype=torch.float64), Euler()).x
     torch.testing.assert_close(res.x, ref) and None
     assert res.nfe == 5
+
+
+def test_flowopt_search_is_the_identity_jacobian_ascent():
+    # A zero field: the flow map is the identity at any step count, so z_{k+1} = z_k + eta
+    # grad r(z_k) with r = -|z - p|^2 gives z_K - p = (1 - 2 eta)^K (z_0 - p) exactly
+    # (K = budget / steps - 1 ascent steps)
+    from dataclasses import replace
+
+    p = replace(_problem(), field=lambda x, t, cond=None: torch.zeros_like(x))
+    point = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    res = flowopt_search(p, 6, 5 * 4, torch.Generator().manual_seed(2), steps=5, eta=0.1)
+    z0 = p.source(6, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(res.x - point, 0.8**3 * (z0 - point))
+    assert res.nfe == 4 * 5
+    region = REWARDS.build(REWARDS.config("region", center=(2.0, 0.0), radius=1.0))
+    with pytest.raises(ValueError, match="has no gradient in x"):
+        flowopt_search(_problem(region), 2, 10, torch.Generator(), steps=5)
+    with pytest.raises(ValueError, match="buys no 5-step euler pass"):
+        flowopt_search(p, 2, 4, torch.Generator(), steps=5)
 
 
 def test_rbf_spends_its_whole_budget_without_improvements():

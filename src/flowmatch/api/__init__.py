@@ -42,6 +42,7 @@ from flowmatch.api.sample import (
     sampling_plan,
 )
 from flowmatch.api.search import SearchOutput, search
+from flowmatch.api.switch import choose_switch_time
 from flowmatch.api.train import prepare_dataset, train_run
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "Scorer",
     "assemble_run",
     "check_same_data",
+    "choose_switch_time",
     "compute_grids",
     "data_fingerprint",
     "data_info",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +27,8 @@ class Reconstruction:
         noise: the optimised starts ``z`` (model space, ``t = 0``).
         history: mean reconstruction error (model space) per iteration, 0 = naive inversion.
         eta: the step size used.
-        nfe: field evaluations spent per sample.
+        nfe: field evaluations spent per sample (inversion, the step-size estimate when
+            ``eta`` was not given, and every pass of FlowOpt).
     """
 
     samples: Tensor
@@ -74,17 +76,28 @@ def reconstruct(
     cond = cond_to(labels, run.device) if labels is not None else None
     with torch.no_grad():
         z0 = invert(run.field, x_star, grid, sampler, cond=cond)
-    step = (
-        eta
-        if eta is not None
-        else 0.5
-        * step_bound(run.field, z0, grid, sampler, cond=cond, generator=step_generator(0, 0xF0))
-    )
+    bound_nfe = 0
+    if eta is None:  # the power iteration's passes through the flow count toward the NFE
+        counted = _Counted(run.field)
+        bound = step_bound(counted, z0, grid, sampler, cond=cond, generator=step_generator(0, 0xF0))
+        step, bound_nfe = 0.5 * bound, counted.calls
+    else:
+        step = eta
     res = flowopt(run.field, x_star, z0, grid, sampler, eta=step, iterations=iterations, cond=cond)
     inversion_nfe = len(grid) - 1  # the naive inversion: one pass backwards
-    return Reconstruction(
-        run.to_data_space(res.x.cpu()), res.z.cpu(), res.history, step, res.nfe + inversion_nfe
-    )
+    nfe = res.nfe + inversion_nfe + bound_nfe
+    return Reconstruction(run.to_data_space(res.x.cpu()), res.z.cpu(), res.history, step, nfe)
+
+
+class _Counted:
+    """A field that counts its (batched) calls: one call = one evaluation per sample."""
+
+    def __init__(self, field: Any) -> None:
+        self.field, self.calls = field, 0
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+        self.calls += 1
+        return self.field(x, t, cond)
 
 
 __all__ = ["Reconstruction", "reconstruct"]

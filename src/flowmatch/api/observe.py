@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from flowmatch.api.run import Run
-from flowmatch.api.sample import SampleResult, sampling_plan, step_noise
+from flowmatch.api.sample import SampleResult, refuse_continuous_cond, sampling_plan, step_noise
 from flowmatch.interfaces import cond_to
 from flowmatch.sampling.observe import AvgPool, Mask, ObservationOperator, sample_observed
 from flowmatch.utils.checks import check_positive_int
@@ -166,6 +166,7 @@ def observe(
 
 
 def _labels(run: Run, n: int, label: int | None) -> Tensor | None:
+    refuse_continuous_cond(run)
     if run.num_classes is None:
         if label is not None:
             raise OptionError("label", f"={label} given but the model is unconditional")

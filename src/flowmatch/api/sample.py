@@ -288,8 +288,29 @@ def _check_cond_shapes(c: Condition, spec: CondSpec) -> None:
         )
 
 
+def refuse_continuous_cond(run: Run) -> None:
+    """Refuse runs conditioned on values or context where only labels can be given.
+
+    Raises:
+        OptionError: naming the run's condition kinds.
+    """
+    needs = [k for k in run.cond.kinds if k != "labels"]
+    if needs:
+        raise OptionError(
+            "cond",
+            f"the run is conditioned on {needs}, which this sampling path cannot give (it "
+            "takes labels only); sample it with api.generate(run, n, cond=...) / sample --cond",
+        )
+
+
 def sample_labels(run: Run, num_samples: int, label: int | None) -> Tensor | None:
-    """Labels for ``num_samples`` samples: all ``label``, or cycling through the classes."""
+    """Labels for ``num_samples`` samples: all ``label``, or cycling through the classes.
+
+    Raises:
+        OptionError: a run conditioned on values or context (these need a ``cond``; only
+            :func:`generate` takes one), or a bad ``label``.
+    """
+    refuse_continuous_cond(run)
     if run.num_classes is None:
         if label is not None:
             raise OptionError("label", f"={label} given but the model is unconditional")
@@ -407,6 +428,7 @@ __all__ = [
     "field_kind",
     "generate",
     "guided_field",
+    "refuse_continuous_cond",
     "run_context",
     "sample_condition",
     "sample_labels",

@@ -44,6 +44,10 @@ class SearchOutput:
     search: str
 
 
+#: Searches that integrate the ODE only (any source); the others run an SDE.
+_ODE_SEARCHES = ("best_of_n", "flowopt")
+
+
 def search(
     run: Run,
     num_samples: int,
@@ -82,7 +86,7 @@ def search(
     check_positive_int(num_samples, "num_samples")
     check_positive_int(seed, "seed", minimum=0)
     cfg = SEARCHES.config(search, **dict(search_options or {}))
-    if search != "best_of_n" and type(run.source) is not GaussianSource:
+    if search not in _ODE_SEARCHES and type(run.source) is not GaussianSource:
         raise OptionError("search", f"{search!r} runs an SDE, which needs a N(0, I) source")
     if isinstance(reward, Reward):
         if reward_options:

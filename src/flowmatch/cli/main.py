@@ -95,6 +95,16 @@ def _seed(text: str) -> int:
     return v
 
 
+def _switch_time(text: str) -> float | str:
+    """``--switch``: a finite time or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return _finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a time or 'auto', got {text!r}") from None
+
+
 def _finite_float(text: str) -> float:
     try:
         v = float(text)
@@ -221,7 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="two-model sampling: SMALL_RUN's field before --switch T, this run's after",
     )
-    s.add_argument("--switch", type=_finite_float, default=None, help="with --early: time T")
+    s.add_argument(
+        "--switch",
+        type=_switch_time,
+        default=None,
+        help="with --early: time T, or 'auto' (the latest time within 5%% of this run's "
+        "held-out metric on a validation draw; same solver and NFE as the samples)",
+    )
     s.add_argument(
         "--control",
         metavar="REWARD",
@@ -229,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time control down -REWARD's gradient (FOCUS weighting; options --opt "
         "reward.KEY=V, strength --control-scale)",
     )
-    s.add_argument("--control-scale", type=_finite_float, default=1.0, help="with --control")
+    s.add_argument(
+        "--control-scale", type=_finite_float, default=None, help="with --control (default 1)"
+    )
     s.add_argument(
         "--prune",
         action="store_true",
@@ -600,8 +618,24 @@ def _composite(run: Any, args: argparse.Namespace) -> Any:
     if args.reference is not None:
         field = WeightedFields(api.load_run(args.reference).field, field, args.weight)
     if args.early is not None:
-        field = SwitchedField(api.load_run(args.early).field, field, args.switch)
-    if args.control is not None and args.search is None:
+        early = api.load_run(args.early)
+        switch = args.switch
+        if switch == "auto":
+            choice = api.choose_switch_time(run, early, solver=args.solver, nfe=args.nfe)
+            switch = choice.switch
+            score = choice.scores.get(switch, choice.reference)
+            print(
+                f"note: --switch auto chose t = {switch:.2f} ({choice.early_steps} steps on "
+                f"{args.early}; validation score {score:.4g} vs {choice.reference:.4g} for "
+                "this run alone)",
+                file=sys.stderr,
+            )
+        field = SwitchedField(early.field, field, switch)
+    if args.control_scale is not None and args.control is None:
+        raise ValueError("--control-scale needs --control REWARD")
+    if args.control is not None and args.search is not None:
+        raise ValueError("--control does not apply with --search (the search steers by --reward)")
+    if args.control is not None:
         opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
         reward = REWARDS.build(REWARDS.config(args.control, **opts.pop("reward", {})))
         args.opt = [o for o in args.opt if not o.startswith("reward.")]
@@ -609,7 +643,8 @@ def _composite(run: Any, args: argparse.Namespace) -> Any:
         def cost(x1: Any, t: Any) -> Any:
             return -reward(run.to_data_space(x1))
 
-        field = CostGradientField(field, run.path, cost, scale=args.control_scale)
+        scale = 1.0 if args.control_scale is None else args.control_scale
+        field = CostGradientField(field, run.path, cost, scale=scale)
     return replace(run, field=field) if field is not run.field else run
 
 

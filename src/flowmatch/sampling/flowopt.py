@@ -131,6 +131,11 @@ def flowopt_reward(
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             r = reward(xg)
+            if not r.requires_grad:
+                raise ValueError(
+                    f"reward {reward!r} has no gradient in x (a black-box or piecewise-constant "
+                    "reward); FlowOpt steering ascends its gradient: use a search instead"
+                )
             (grad,) = torch.autograd.grad(r.sum(), xg)
         history.append(float(r.detach().mean()))
         if k == iterations:

@@ -11,6 +11,9 @@ through the path), which costs nothing beyond the velocity the sampler evaluates
   resampled (multinomial) when the effective sample size drops below ``ess * N`` (Wu et al.
   2023, "Practical and Asymptotically Exact Conditional Sampling in Diffusion Models"; the SMC
   baseline of Kim et al. 2025); returns the best final particle.
+* ``flowopt``: no search but FlowOpt reward steering of one start per output (identity-Jacobian
+  ascent on ``r(F(z))``, :func:`~flowmatch.sampling.flowopt.flowopt_reward`), ``budget //
+  steps`` passes through the flow; for rewards with a gradient.
 * ``rbf``: Rollover Budget Forcing (Kim et al. 2025, "Inference-Time Scaling for Flow Models
   via Stochastic Generation and Rollover Budget Forcing", Sec. 5): best of ``init`` initial
   noises, then at each SDE step propose from the current state (one evaluation per proposal,
@@ -46,7 +49,16 @@ from flowmatch.times.grids import uniform_grid
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError, option
 
-__all__ = ["SEARCHES", "SearchConfig", "SearchProblem", "SearchResult", "best_of_n", "rbf", "smc"]
+__all__ = [
+    "SEARCHES",
+    "SearchConfig",
+    "SearchProblem",
+    "SearchResult",
+    "best_of_n",
+    "flowopt_search",
+    "rbf",
+    "smc",
+]
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,42 @@ def rbf(
 # registry
 
 
+def flowopt_search(
+    p: SearchProblem,
+    num_outputs: int,
+    budget: int,
+    generator: torch.Generator,
+    *,
+    steps: int = 10,
+    solver: str = "euler",
+    eta: float = 0.1,
+) -> SearchResult:
+    """FlowOpt reward steering at a budget: one start per output, ``K - 1`` ascent steps.
+
+    ``K = budget // (steps * stages)`` passes through the flow: the first from a source draw,
+    each later one from ``z <- z + eta grad r(F(z))`` (the identity-Jacobian step of
+    :func:`~flowmatch.sampling.flowopt.flowopt_reward`; no backpropagation through the flow).
+    Needs a reward with a gradient (``distance``, ``digit``; not ``region``). Returns the
+    last iterate ``F(z)`` and its reward.
+    """
+    from flowmatch.sampling.flowopt import flowopt_reward  # same layer; keeps imports lazy
+
+    sampler = SAMPLERS.build(SAMPLERS.config(solver, nfe=steps * SAMPLERS[solver].stages))
+    passes = budget // (steps * sampler.stages)
+    if passes < 1:
+        raise ValueError(f"budget={budget} buys no {steps}-step {solver} pass through the flow")
+    z0 = p.source(num_outputs, generator)
+    grid = uniform_grid(steps, dtype=z0.dtype)
+
+    def reward(x: Tensor) -> Tensor:
+        return p.reward(x, p.cond)
+
+    res = flowopt_reward(
+        p.field, reward, z0, grid, sampler, eta=eta, iterations=passes - 1, cond=p.cond
+    )
+    return SearchResult(res.x, p.reward(res.x, p.cond), res.nfe)
+
+
 @dataclass(frozen=True)
 class SearchConfig(ComponentConfig):
     """An inference-time search (``--search NAME``) and its options."""
@@ -257,6 +305,13 @@ class BestOfNConfig(SearchConfig):
             or not issubclass(SAMPLERS.entry(self.solver).config, FixedStepConfig)
         ):
             raise OptionError("solver", f"must be a fixed-step ODE sampler, got {self.solver!r}")
+
+
+@dataclass(frozen=True)
+class FlowOptSearchConfig(BestOfNConfig):
+    """Options of FlowOpt reward steering."""
+
+    eta: float = option(0.1, gt=0, doc="ascent step on the reward of F(z)")
 
 
 @dataclass(frozen=True)
@@ -298,3 +353,4 @@ SEARCHES: Registry[Any, SearchConfig] = Registry(
 SEARCHES.add("best_of_n", best_of_n, config=BestOfNConfig)
 SEARCHES.add("smc", smc, config=SMCConfig)
 SEARCHES.add("rbf", rbf, config=RBFConfig)
+SEARCHES.add("flowopt", flowopt_search, config=FlowOptSearchConfig)
