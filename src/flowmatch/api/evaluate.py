@@ -294,6 +294,8 @@ def flow_metrics(
 
     if run.cond.conditional or getattr(run.field, "field_kind", "velocity") != "velocity":
         return {}
+    if not run.source.has_log_prob:  # e.g. a toy source without a closed-form density
+        return {}
     z = _subset(test_ds.x, num_samples, _REFERENCE_STREAM).to(run.device)
     logp = log_likelihood(run.field, z, source=run.source).log_prob
     nll = float(-(logp.mean() - run.standardizer.log_abs_det()))

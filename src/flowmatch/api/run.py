@@ -12,10 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from flowmatch.api.config import read_run_info, stored_config
-from flowmatch.config.build import build_modules, build_parts, build_step
+from flowmatch.config.build import build_modules, build_parts, build_step, restore_source
 from flowmatch.config.schema import RunConfig, SampleConfig
 from flowmatch.data.batch import ArrayDataset, Standardizer
-from flowmatch.interfaces import CondSpec
+from flowmatch.interfaces import Cond, CondSpec, cond_to
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
 from flowmatch.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -36,7 +36,8 @@ class Run:
         field: what sampling integrates: a velocity field ``(x, t, cond) -> (B, *D)`` whatever
             the network predicts (an ``x1``/``x0``-prediction is converted through the path),
             or a flow map for two-time methods.
-        source: the source distribution ``p0`` the run was trained from.
+        source: the source distribution ``p0`` the run was trained from (its fitted state
+            restored, e.g. a norm-aligned scale; the trained module for a learned source).
         path: the probability path.
         standardizer: maps model space to data space (``inverse``).
         cond: the conditioning the model takes (empty for an unconditional run).
@@ -86,12 +87,27 @@ class Run:
         """Map model-space samples ``(N, *D)`` to data space."""
         return self.standardizer.inverse(x)
 
-    def noise(self, num_samples: int, *, seed: int) -> Tensor:
+    def noise(self, num_samples: int, *, seed: int, cond: Cond = None) -> Tensor:
         """Source samples ``(N, *D)`` where sample ``i`` depends only on ``(seed, i)``.
 
         Drawn in fixed chunks of :data:`NOISE_CHUNK` samples, each from its own generator,
         so a sample does not change with the batch size or the number of samples requested.
+        A condition-dependent source (``source.conditional``, e.g. a learned CSFM source)
+        maps standard-normal noise drawn the same way and each sample's condition ``cond``
+        (``N`` rows, model space) to ``x0``.
         """
+        if self.source.conditional:
+            eps = [
+                torch.randn(
+                    (NOISE_CHUNK, *self.sample_shape),
+                    generator=step_generator(seed, _NOISE_STREAM, k),
+                )
+                for k in range(math.ceil(num_samples / NOISE_CHUNK))
+            ]
+            with torch.no_grad():
+                return self.source.transform(  # type: ignore[attr-defined]
+                    torch.cat(eps)[:num_samples].to(self.device), cond_to(cond, self.device)
+                )
         chunks = [
             self.source.sample(
                 (NOISE_CHUNK, *self.sample_shape), step_generator(seed, _NOISE_STREAM, k)
@@ -162,10 +178,17 @@ def assemble_run(
     parts = build_parts(cfg, shape, cond)
     field = build_step(parts, cfg).field(modules)
     std = Standardizer.from_dict(info["data"]["standardizer"])
+    # A learned source is the trained module "source"; a fitted one gets its stored state.
+    learned = modules.get("source")
+    source = (
+        learned
+        if isinstance(learned, Source)
+        else restore_source(parts.source, info.get("source_state"))
+    )
     return Run(
         dict(modules),
         field,
-        parts.source,
+        source,
         parts.path,
         std,
         cond,

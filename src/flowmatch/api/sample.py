@@ -296,7 +296,7 @@ def generate(
     scale = run.sample.guidance if guidance is None else guidance
     field = guided_field(run, scale)
     model_cond, data_cond, labels = _conditions(run, num_samples, label, cond)
-    noise = run.noise(num_samples, seed=seed)
+    noise = run.noise(num_samples, seed=seed, cond=model_cond)
     out, total_nfe, start = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, num_samples, batch_size):

@@ -13,7 +13,7 @@ from torch import nn
 from flowmatch.api.evaluate import Scorer
 from flowmatch.api.run import Run, assemble_run, data_info
 from flowmatch.api.sample import generate
-from flowmatch.config.build import build_modules, build_parts, build_step, cond_spec
+from flowmatch.config.build import build_modules, build_parts, build_step, cond_spec, fit_source
 from flowmatch.config.schema import RunConfig, to_dict
 from flowmatch.data.batch import ArrayDataset
 from flowmatch.train.distributed import process_rank
@@ -60,8 +60,12 @@ def train_run(
     train_ds = prepare_dataset(cfg, train_ds)
     cond = cond_spec(cfg.model, train_ds)
     modules = build_modules(cfg, train_ds.sample_shape, cond)
-    step = build_step(build_parts(cfg, train_ds.sample_shape, cond), cfg)
-    run_config = {"config": to_dict(cfg), "data": data_info(train_ds)}
+    parts = build_parts(cfg, train_ds.sample_shape, cond)
+    source_state = fit_source(parts.source, train_ds)  # e.g. the norm-aligned scale
+    step = build_step(parts, cfg)
+    run_config: dict[str, Any] = {"config": to_dict(cfg), "data": data_info(train_ds)}
+    if source_state:
+        run_config["source_state"] = source_state
     if process_rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))

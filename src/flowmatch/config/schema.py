@@ -35,6 +35,11 @@ import flowmatch.couplings.ot  # noqa: E402, F401  isort: skip
 import flowmatch.models.mlp  # noqa: E402, F401  isort: skip
 import flowmatch.models.unet  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.flow_matching  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.learned_source  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.pafm  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.wcfm  # noqa: E402, F401  isort: skip
+import flowmatch.sources_extra  # noqa: E402, F401  isort: skip
+import flowmatch.sources_learned  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.adaptive  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.flow_map  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.ode  # noqa: E402, F401  isort: skip
