@@ -86,7 +86,8 @@ def resolve_config(
     load_plugins(list(raw.get("plugins", [])))
     data_cfg = from_dict(DataConfig, raw.get("data", {}), "data.")
     train_ds, test_ds = load_data(data_cfg)
-    preset, notes = preset_for(train_ds.meta.get("kind", ""), raw, cond_kinds=train_ds.cond_kinds)
+    kind = "latent" if data_cfg.latent is not None else train_ds.meta.get("kind", "")
+    preset, notes = preset_for(kind, raw, cond_kinds=train_ds.cond_kinds)
     cfg = from_dict(RunConfig, merge(preset, raw))
     cfg, warnings = fit_to_data(cfg, len(train_ds))
     check_with_data(cfg, train_ds)
@@ -130,11 +131,14 @@ def check_with_data(cfg: RunConfig, train_ds: ArrayDataset) -> None:
             f"={cfg.sample.guidance} needs a conditional model (data with labels or "
             "conditions); use 1.0",
         )
+    from flowmatch.api.latent import latent_shape
+
+    shape = latent_shape(cfg.data.latent, train_ds.sample_shape)  # the codes of a latent run
     try:  # shape and conditioning checks of the model builder, on the meta device (no memory)
         import torch
 
         with torch.device("meta"):
-            build_model(cfg.model, train_ds.sample_shape, cond)
+            build_model(cfg.model, shape, cond)
     except ValueError as err:
         raise ConfigError("model", str(err)) from None
 

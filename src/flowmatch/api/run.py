@@ -12,10 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from flowmatch.api.config import read_run_info, stored_config
+from flowmatch.api.latent import latent_from_info
 from flowmatch.config.build import build_modules, build_parts, build_step, restore_source
 from flowmatch.config.schema import RunConfig, SampleConfig
 from flowmatch.data.batch import ArrayDataset, Standardizer
 from flowmatch.interfaces import Cond, CondSpec, cond_to
+from flowmatch.latent.space import LatentSpace
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
 from flowmatch.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -48,6 +50,8 @@ class Run:
         info: the stored ``config.json`` content.
         values_standardizer: maps data-space condition values to what the model sees
             (``None``: values used as given, or no values).
+        latent: the latent space the flow lives in (``data.latent``), or ``None``: samples
+            are decoded (:meth:`decode`) before :meth:`to_data_space`.
     """
 
     modules: dict[str, nn.Module]
@@ -62,6 +66,7 @@ class Run:
     checkpoint: Path | None
     info: dict[str, Any]
     values_standardizer: Standardizer | None = None
+    latent: LatentSpace | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -77,6 +82,19 @@ class Run:
     def sample_shape(self) -> tuple[int, ...]:
         """Shape ``D`` of one sample."""
         return tuple(self.info["data"]["sample_shape"])
+
+    @property
+    def model_shape(self) -> tuple[int, ...]:
+        """Shape of one state of the flow: the code shape of a latent run, else ``D``."""
+        return model_shape(self.info)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Flow states ``(N, *model_shape)`` as model-space samples ``(N, *D)``."""
+        return z if self.latent is None else self.latent.decode(z)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Model-space samples ``(N, *D)`` as flow states (codes of a latent run)."""
+        return x if self.latent is None else self.latent.encode(x)
 
     @property
     def device(self) -> torch.device:
@@ -110,7 +128,7 @@ class Run:
                 )
         chunks = [
             self.source.sample(
-                (NOISE_CHUNK, *self.sample_shape), step_generator(seed, _NOISE_STREAM, k)
+                (NOISE_CHUNK, *self.model_shape), step_generator(seed, _NOISE_STREAM, k)
             )
             for k in range(math.ceil(num_samples / NOISE_CHUNK))
         ]
@@ -158,6 +176,12 @@ def run_cond(info: dict[str, Any]) -> CondSpec:
     )
 
 
+def model_shape(info: dict[str, Any]) -> tuple[int, ...]:
+    """The shape the flow of a stored run lives in (``model_shape``, else ``sample_shape``)."""
+    data = info["data"]
+    return tuple(data.get("model_shape", data["sample_shape"]))
+
+
 def run_values_standardizer(info: dict[str, Any]) -> Standardizer | None:
     """The stored map of condition values to model space (``None``: used as given)."""
     d = info["data"].get("values_standardizer")
@@ -174,7 +198,7 @@ def assemble_run(
 ) -> Run:
     """A :class:`Run` from a config, its stored description and live modules."""
     cond = run_cond(info)
-    shape = tuple(info["data"]["sample_shape"])
+    shape = model_shape(info)
     parts = build_parts(cfg, shape, cond)
     field = build_step(parts, cfg).field(modules)
     std = Standardizer.from_dict(info["data"]["standardizer"])
@@ -198,6 +222,7 @@ def assemble_run(
         checkpoint,
         info,
         run_values_standardizer(info),
+        latent_from_info(info.get("latent")),
     )
 
 
@@ -224,7 +249,7 @@ def load_run(
     """
     info = read_run_info(run_dir)
     cfg = stored_config(info)
-    cond, shape = run_cond(info), tuple(info["data"]["sample_shape"])
+    cond, shape = run_cond(info), model_shape(info)
     modules = build_modules(cfg, shape, cond)
     if checkpoint is None and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(

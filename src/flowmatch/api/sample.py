@@ -304,7 +304,7 @@ def generate(
             sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
-    x = run.to_data_space(torch.cat(out).cpu())
+    x = run.to_data_space(run.decode(torch.cat(out).cpu()))
     seconds = time.perf_counter() - start
     return SampleResult(x, labels, total_nfe, seconds, config.kind, scale, data_cond)
 

@@ -11,11 +11,13 @@ from typing import Any
 from torch import nn
 
 from flowmatch.api.evaluate import Scorer
+from flowmatch.api.latent import fit_latent
 from flowmatch.api.run import Run, assemble_run, data_info
 from flowmatch.api.sample import generate
 from flowmatch.config.build import build_modules, build_parts, build_step, cond_spec, fit_source
 from flowmatch.config.schema import RunConfig, to_dict
 from flowmatch.data.batch import ArrayDataset
+from flowmatch.latent.space import encode_dataset
 from flowmatch.train.distributed import process_rank
 from flowmatch.utils.io import atomic_write_text
 
@@ -58,12 +60,18 @@ def train_run(
 
     out = Path(out_dir)
     train_ds = prepare_dataset(cfg, train_ds)
+    run_config: dict[str, Any] = {"config": to_dict(cfg), "data": data_info(train_ds)}
+    # Latent flow matching: the flow trains on the codes (data.latent); samples are decoded.
+    space = fit_latent(cfg.data.latent, train_ds)
+    if space is not None:
+        run_config["latent"] = space.to_dict()
+        run_config["data"]["model_shape"] = list(space.latent_shape)
+    train_ds = encode_dataset(space, train_ds)
     cond = cond_spec(cfg.model, train_ds)
     modules = build_modules(cfg, train_ds.sample_shape, cond)
     parts = build_parts(cfg, train_ds.sample_shape, cond)
     source_state = fit_source(parts.source, train_ds)  # e.g. the norm-aligned scale
     step = build_step(parts, cfg)
-    run_config: dict[str, Any] = {"config": to_dict(cfg), "data": data_info(train_ds)}
     if source_state:
         run_config["source_state"] = source_state
     if process_rank() == 0:

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="summarise a run")
     i.add_argument("run_dir")
+    from flowmatch.cli.autoencoder import add_parser as add_autoencoder
+
+    add_autoencoder(sub)
     return p
 
 
@@ -350,7 +353,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info}
+def cmd_autoencoder(args: argparse.Namespace) -> int:
+    """``flowmatch autoencoder train`` (see :mod:`flowmatch.cli.autoencoder`)."""
+    from flowmatch.cli.autoencoder import cmd_autoencoder as run
+
+    return run(args)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "info": cmd_info,
+    "autoencoder": cmd_autoencoder,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,11 @@ class DataConfig(Options):
     cond_columns: tuple[str, ...] = option(
         (), doc="CSV only: continuous condition columns (standardised unless standardize='none')"
     )
+    latent: str | None = option(
+        None,
+        doc="flow in a latent space: 'pca:K' (exact PCA, K components) or an autoencoder run "
+        "directory (flowmatch autoencoder train); samples and metrics are decoded",
+    )
 
 
 def _default_sampler() -> SamplerConfig:
