@@ -35,6 +35,7 @@ COMPANIONS = {
     "learned_gaussian": {"objective": {"kind": "csfm"}},
     "csfm": {"source": {"kind": "learned_gaussian"}},
     "crossflow": {"source": {"kind": "learned_gaussian"}, "model": {"conditional": "yes"}},
+    "dtm": {"model": {"kind": "dtm"}},
 }
 
 

@@ -118,7 +118,11 @@ def evaluate(
             "reference", f"must be a sampler config, None or 'default', got {reference!r}"
         )
     budgets = ec.nfe if nfe is None else nfe
-    plan = eval_plan(run, budgets, ec.solvers if solvers is None else solvers, reference)
+    if getattr(run.field, "field_kind", "velocity") == "transition":
+        # A transition model (DTM) is valid only with its own sampler and number of steps.
+        plan = [run.sample.solver]
+    else:
+        plan = eval_plan(run, budgets, ec.solvers if solvers is None else solvers, reference)
     n = min(ec.num_samples if num_samples is None else num_samples, len(test_ds))
     check_positive_int(n, "num_samples", minimum=2)
     scorer = Scorer(run, test_ds, n, metrics=ec.metrics if metrics is None else tuple(metrics))

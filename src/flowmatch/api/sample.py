@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowmatch.api.run import Run
+from flowmatch.api.run import NOISE_CHUNK, Run
 from flowmatch.guidance import ClassifierFreeGuidance
 from flowmatch.interfaces import Cond, Condition, CondSpec, as_condition, cond_to, index_cond
 from flowmatch.solvers import solve
@@ -18,8 +19,10 @@ from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, SamplerCo
 from flowmatch.times.grids import GRIDS, GridConfig, custom_grid, make_grid
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError
+from flowmatch.utils.tensor import step_generator
 
 GridSpec = str | GridConfig | Tensor | Sequence[float]
+_STEP_NOISE_STREAM = 0x5D
 
 
 @dataclass(frozen=True)
@@ -297,16 +300,36 @@ def generate(
     field = guided_field(run, scale)
     model_cond, data_cond, labels = _conditions(run, num_samples, label, cond)
     noise = run.noise(num_samples, seed=seed, cond=model_cond)
+    noises = (
+        step_noise(run, len(t_grid) - 1, num_samples, seed=seed) if sampler.stochastic else None
+    )
     out, total_nfe, start = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, num_samples, batch_size):
             c: Cond = cond_to(index_cond(model_cond, slice(i, i + batch_size)), run.device)
-            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c)
+            steps = None if noises is None else noises[:, i : i + batch_size]
+            sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c, noise=steps)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
     x = run.to_data_space(run.decode(torch.cat(out).cpu()))
     seconds = time.perf_counter() - start
     return SampleResult(x, labels, total_nfe, seconds, config.kind, scale, data_cond)
+
+
+def step_noise(run: Run, num_steps: int, num_samples: int, *, seed: int) -> Tensor:
+    """Per-step noise ``(num_steps, N, *model_shape)`` of stochastic samplers (standard normal).
+
+    Sample ``i``'s noise depends only on ``(seed, i)`` (drawn in chunks of ``NOISE_CHUNK``
+    samples, as ``Run.noise``), so a stochastic sample does not change with the batch size.
+    """
+    chunks = [
+        torch.randn(
+            (num_steps, NOISE_CHUNK, *run.model_shape),
+            generator=step_generator(seed, _STEP_NOISE_STREAM, k),
+        )
+        for k in range(math.ceil(num_samples / NOISE_CHUNK))
+    ]
+    return torch.cat(chunks, dim=1)[:, :num_samples].to(run.device)
 
 
 def _conditions(

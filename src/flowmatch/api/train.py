@@ -14,6 +14,7 @@ from flowmatch.api.evaluate import Scorer
 from flowmatch.api.latent import fit_latent
 from flowmatch.api.run import Run, assemble_run, data_info
 from flowmatch.api.sample import generate
+from flowmatch.api.teachers import frozen_modules
 from flowmatch.config.build import build_modules, build_parts, build_step, cond_spec, fit_source
 from flowmatch.config.schema import RunConfig, to_dict
 from flowmatch.data.batch import ArrayDataset
@@ -72,6 +73,7 @@ def train_run(
     parts = build_parts(cfg, train_ds.sample_shape, cond)
     source_state = fit_source(parts.source, train_ds)  # e.g. the norm-aligned scale
     step = build_step(parts, cfg)
+    frozen = frozen_modules(cfg, train_ds.sample_shape)  # e.g. a representation teacher
     if source_state:
         run_config["source_state"] = source_state
     if process_rank() == 0:
@@ -87,6 +89,7 @@ def train_run(
             step,
             train_ds,
             cfg.train,
+            frozen=frozen,
             run_config=run_config,
             callbacks=callbacks,
             eval_fn=eval_fn,
@@ -97,6 +100,7 @@ def train_run(
             step,
             train_ds,
             cfg.train,
+            frozen=frozen,
             out_dir=out,
             run_config=run_config,
             callbacks=callbacks,

@@ -32,17 +32,23 @@ from flowmatch.utils.options import OptionError, Options, option
 
 # Importing the modules that register the built-in components (their decorators run on import).
 import flowmatch.couplings.ot  # noqa: E402, F401  isort: skip
+import flowmatch.models.blockwise  # noqa: E402, F401  isort: skip
+import flowmatch.models.dtm  # noqa: E402, F401  isort: skip
 import flowmatch.models.mlp  # noqa: E402, F401  isort: skip
 import flowmatch.models.unet  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.dtm  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.flow_matching  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.learned_source  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.pafm  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.repa  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.vecor  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.wcfm  # noqa: E402, F401  isort: skip
 import flowmatch.sources_extra  # noqa: E402, F401  isort: skip
 import flowmatch.sources_learned  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.adaptive  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.flow_map  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.ode  # noqa: E402, F401  isort: skip
+import flowmatch.solvers.transition  # noqa: E402, F401  isort: skip
 
 
 class ConfigError(OptionError):
