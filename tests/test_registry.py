@@ -36,6 +36,8 @@ COMPANIONS = {
     "csfm": {"source": {"kind": "learned_gaussian"}},
     "crossflow": {"source": {"kind": "learned_gaussian"}, "model": {"conditional": "yes"}},
     "dtm": {"model": {"kind": "dtm"}},
+    "symmetric": {"source": {"kind": "symmetric_labels"}, "model": {"conditional": "yes"}},
+    "symmetric_labels": {"objective": {"kind": "symmetric"}, "model": {"conditional": "yes"}},
 }
 
 
@@ -52,7 +54,7 @@ def test_every_concept_has_a_registry():
 def test_section_kinds_round_trip(section, name):
     # config -> object -> resolved config (JSON) -> config: equal, and the object builds.
     shape = (1, 8, 8) if name == "unet" else (2,)
-    labelled = name in ("class_ot", "crossflow")
+    labelled = name in ("class_ot", "crossflow", "symmetric", "symmetric_labels")
     cond = CondSpec(num_classes=3) if labelled else CondSpec()
     extra = {"model": {"conditional": "yes"}} if name == "class_ot" else {}
     raw = {section: {"kind": name}, **extra, **COMPANIONS.get(name, {})}

@@ -22,6 +22,7 @@ from flowmatch.latent.space import (
     Autoencoder,
     AutoencoderLatent,
     AutoencoderStep,
+    JointLabelSpace,
     LatentSpace,
     PCALatent,
     unit_scale,
@@ -124,6 +125,8 @@ def latent_from_info(info: dict[str, Any] | None) -> LatentSpace | None:
         return None
     if info["kind"] == "pca":
         return PCALatent.from_dict(info)
+    if info["kind"] == "joint_labels":
+        return JointLabelSpace(tuple(info["sample_shape"]), info["num_classes"])
     space = load_autoencoder(Path(info["run"]))
     if space.source.get("step") != info.get("step"):
         raise ValueError(

@@ -117,7 +117,7 @@ class Run:
         if self.source.conditional:
             eps = [
                 torch.randn(
-                    (NOISE_CHUNK, *self.sample_shape),
+                    (NOISE_CHUNK, *self.model_shape),
                     generator=step_generator(seed, _NOISE_STREAM, k),
                 )
                 for k in range(math.ceil(num_samples / NOISE_CHUNK))

@@ -21,6 +21,7 @@ from flowmatch.data.batch import ArrayDataset
 from flowmatch.latent.space import encode_dataset
 from flowmatch.train.distributed import process_rank
 from flowmatch.utils.io import atomic_write_text
+from flowmatch.utils.options import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,13 @@ def train_run(
     run_config: dict[str, Any] = {"config": to_dict(cfg), "data": data_info(train_ds)}
     # Latent flow matching: the flow trains on the codes (data.latent); samples are decoded.
     space = fit_latent(cfg.data.latent, train_ds)
+    own = cfg.objective.state_space(train_ds.sample_shape, cond_spec(cfg.model, train_ds))
+    if own is not None:
+        if space is not None:
+            raise OptionError(
+                "data.latent", f"cannot be combined with objective {cfg.objective.kind!r}"
+            )
+        space = own
     if space is not None:
         run_config["latent"] = space.to_dict()
         run_config["data"]["model_shape"] = list(space.latent_shape)

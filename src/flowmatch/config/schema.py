@@ -41,6 +41,7 @@ import flowmatch.objectives.flow_matching  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.learned_source  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.pafm  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.repa  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.symmetric  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.vecor  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.wcfm  # noqa: E402, F401  isort: skip
 import flowmatch.sources_extra  # noqa: E402, F401  isort: skip

@@ -26,6 +26,7 @@ __all__ = [
     "Autoencoder",
     "AutoencoderLatent",
     "AutoencoderStep",
+    "JointLabelSpace",
     "LatentSpace",
     "PCALatent",
     "encode_dataset",
@@ -274,3 +275,46 @@ class AutoencoderStep(TrainingStep):
             TypeError: always.
         """
         raise TypeError("an autoencoder run has no velocity field; use it as data.latent")
+
+
+class JointLabelSpace(LatentSpace):
+    """Samples with ``K`` label channels appended: ``z = [flatten(x), 0_K]``, ``x = z[:, :D]``.
+
+    The state space of symmetrical flow matching (Caetano et al. 2026), where one flow moves
+    the image block and a label block in opposite time directions; ``decode`` keeps the
+    image block. Exact: ``decode(encode(x)) = x``.
+
+    Args:
+        sample_shape: shape ``D`` of one data sample.
+        num_classes: number ``K`` of label channels.
+    """
+
+    def __init__(self, sample_shape: tuple[int, ...], num_classes: int) -> None:
+        self.sample_shape = tuple(sample_shape)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.dim = math.prod(self.sample_shape)
+        self.latent_shape = (self.dim + self.num_classes,)
+
+    def __repr__(self) -> str:
+        return f"JointLabelSpace(D={self.dim}, K={self.num_classes})"
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``[flatten(x), 0_K]``, ``(N, D + K)``."""
+        flat = x.reshape(x.shape[0], -1)
+        return torch.cat([flat, flat.new_zeros(flat.shape[0], self.num_classes)], dim=1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The image block ``(N, *D)``."""
+        return z[:, : self.dim].reshape(z.shape[0], *self.sample_shape)
+
+    def labels(self, z: Tensor) -> Tensor:
+        """The label block ``(N, K)``."""
+        return z[:, self.dim :]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "joint_labels", sample_shape, num_classes}``."""
+        return {
+            "kind": "joint_labels",
+            "sample_shape": list(self.sample_shape),
+            "num_classes": self.num_classes,
+        }

@@ -215,6 +215,14 @@ class ObjectiveConfig(ComponentConfig):
         """
         return {}
 
+    def state_space(self, sample_shape: tuple[int, ...], cond: CondSpec) -> Any:
+        """The space the flow lives in when this method defines one (a ``LatentSpace``).
+
+        E.g. symmetrical flow matching's ``[image, label]`` state. ``None`` (default): the
+        data's own space (or ``data.latent``). Stored with the run like ``data.latent``.
+        """
+        return None
+
 
 #: Training methods by name; a builder gets the run's ``parts`` and returns a TrainingStep.
 OBJECTIVES: Registry[TrainingStep, ObjectiveConfig] = Registry(
