@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test test-slow lint bench clean setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/flowmatch train --out runs/demo
+	$(BIN)/flowmatch train --out runs/demo --overwrite
 	$(BIN)/flowmatch sample runs/demo --num-samples 2000 --solver midpoint --nfe 8 --out runs/demo/samples_nfe8.png
 	$(BIN)/flowmatch eval runs/demo --nfe 1,2,4,8,16
 
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# The long fault-injection tests (20 kill -9 / resume cycles, stopped DDP ranks, ...).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"

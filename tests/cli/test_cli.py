@@ -284,7 +284,9 @@ def test_sample_custom_grid(run_dir, tmp_path, capsys):
     assert main(argv) == 0
     assert "NFE 6" in capsys.readouterr().out  # 3 Heun steps
     assert main([*argv[:-2], "--nfe", "4", "--out", str(out)]) == 2
-    assert "grid values have 3 steps" in capsys.readouterr().err
+    assert "--grid-values have 3 steps but --nfe 4 means 2 heun steps; pass --nfe 6" in (
+        capsys.readouterr().err
+    )
     bad = ["sample", str(run_dir), "--grid-values", "0,0.7,0.5,1", "--out", str(out)]
     assert main(bad) == 2
     assert "strictly monotone" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from flowmatch.config.schema import (
     apply_overrides,
     from_dict,
     load_toml,
+    overrides_dict,
     parse_value,
     to_dict,
 )
@@ -145,3 +146,41 @@ def test_dry_run_rejects_bad_values_before_training(capsys):
         assert main(["train", "--dry-run", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], (argv, err)
+
+
+@pytest.mark.parametrize("word", ["none", "None", "NULL", " none "])
+def test_toml_none_strings_unset_optional_keys(tmp_path, word):
+    # TOML has no null: "none" unsets a key that allows it, as --set train.grad_clip=none does.
+    p = tmp_path / "c.toml"
+    p.write_text(
+        f'[train]\ngrad_clip = "{word}"\nema_decay = "{word}"\n[data]\nn_train = "{word}"\n'
+    )
+    cfg = from_dict(RunConfig, load_toml(p))
+    assert cfg.train.grad_clip is None and cfg.train.ema_decay is None and cfg.data.n_train is None
+    from_set = from_dict(
+        RunConfig, overrides_dict(["train.grad_clip=none", "train.ema_decay=None"])
+    )
+    assert from_set.train.grad_clip is None and from_set.train.ema_decay is None
+
+
+def test_none_strings_stay_strings_where_unset_is_not_allowed(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nsteps = "none"\n')
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got 'none' \(str\)"):
+        from_dict(RunConfig, load_toml(p))
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got None"):
+        from_dict(RunConfig, overrides_dict(["train.steps=none"]))
+
+
+def test_non_utf8_toml_names_the_file(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes("[train]\n# caf\xe9\nsteps = 3\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file '.*latin1.toml' is not UTF-8 text"):
+        load_toml(p)
+
+
+def test_a_directory_as_config_file_and_an_empty_data_name(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a TOML file"):
+        load_toml(tmp_path)
+    with pytest.raises(ConfigError, match=r"data.name must name a built-in data set or a path"):
+        from_dict(RunConfig, {"data": {"name": " "}})

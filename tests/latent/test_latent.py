@@ -156,3 +156,22 @@ def test_autoencoder_cli(tmp_path, capsys):
     )
     assert main(["eval", str(run), "--nfe", "2", "--no-reference", "--num-samples", "32"]) == 0
     assert "decoded" in capsys.readouterr().out
+
+
+def test_latent_run_resumes_and_is_checked_against_its_raw_data(tmp_path):
+    # The data fingerprint is of the data as given (not of the codes), so a latent run
+    # resumes, and its stored latent space and model shape survive the config rewrite.
+    over = [*TINY, "data.latent=pca:4", "train.checkpoint_every=2"]
+    cfg, train, test = api.resolve_config(data="digits", steps=2, overrides=over)
+    api.train_run(cfg, train, out_dir=tmp_path)
+    cfg3, _ = api.resume_config(tmp_path, steps=4)
+    again, _ = api.load_run_data(cfg3, api.read_run_info(tmp_path), tmp_path)
+    api.train_run(cfg3, again, out_dir=tmp_path, resume=True)
+    run = api.load_run(tmp_path)
+    assert run.step == 4 and run.model_shape == (4,) and run.latent is not None
+    info = json.loads((tmp_path / "config.json").read_text())
+    assert info["latent"]["kind"] == "pca" and info["data"]["model_shape"] == [4]
+    info["data"]["model_shape"] = [0]
+    (tmp_path / "config.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="data.model_shape must be"):
+        api.load_run(tmp_path)

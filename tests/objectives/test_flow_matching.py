@@ -335,3 +335,91 @@ def test_call_errors():
         obj(_zero, x1, x0=torch.zeros(4, 3), generator=_gen())
     with pytest.raises(ValueError, match=r"t must have shape \(B,\) = \(4,\), got \(4, 1\)"):
         obj(_zero, x1, t=torch.zeros(4, 1), generator=_gen())
+
+
+# ------------------------------------------------------------------ boundary contracts
+
+
+@pytest.mark.parametrize(
+    ("t", "error", "match"),
+    [
+        (torch.tensor([0.1, 0.5, 1.5, 0.2]), ValueError, r"t must lie in \[0, 1\], got .*1.5\]"),
+        (torch.tensor([-0.1, 0.5, 0.5, 0.2]), ValueError, r"t must lie in \[0, 1\], got .*\[-0.1"),
+        (torch.tensor([0.1, math.nan, 0.5, 0.2]), ValueError, r"t has 1 NaN value\(s\)"),
+        (torch.tensor([0, 1, 0, 1]), TypeError, r"t must be a floating-point tensor .*int64"),
+        ([0.1, 0.2, 0.3, 0.4], TypeError, r"t must be a torch.Tensor of shape \(B,\), got list"),
+    ],
+)
+def test_times_outside_the_unit_interval_are_refused(t, error, match):
+    with pytest.raises(error, match=match):
+        FlowMatchingObjective()(_zero, torch.zeros(4, 2), t=t, generator=_gen())
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_data_is_refused_at_the_boundary(bad):
+    x1 = torch.zeros(4, 2)
+    x1[2, 1] = bad
+    obj = FlowMatchingObjective()
+    with pytest.raises(ValueError, match=r"x1 has 1 non-finite value\(s\) \(NaN or inf\)"):
+        obj(_zero, x1, generator=_gen())
+    with pytest.raises(ValueError, match=r"x0 has 1 non-finite value\(s\)"):
+        obj(_zero, torch.zeros(4, 2), x0=x1, generator=_gen())
+
+
+def test_a_network_without_cond_is_told_the_expected_signature():
+    class NoCond(torch.nn.Module):
+        def forward(self, x, t):
+            return x
+
+    match = r"model must be called as model\(x, t, cond\) and so define forward\(x, t, cond=None\)"
+    with pytest.raises(TypeError, match=match + r".*got NoCond.forward\(x, t\)"):
+        FlowMatchingObjective()(NoCond(), torch.zeros(4, 2), generator=_gen())
+    with pytest.raises(TypeError, match=match + r".*got \(x, t\)"):
+        FlowMatchingObjective()(lambda x, t: x, torch.zeros(4, 2), generator=_gen())
+
+    def broken(x, t, cond=None):  # a TypeError from inside the model is passed on as is
+        return x + "a"
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        FlowMatchingObjective()(broken, torch.zeros(4, 2), generator=_gen())
+
+
+def test_a_given_x0_is_coupled_unless_x0_paired():
+    # objective(model, x1, x0=x0) applies the objective's coupling to x0 (here exact OT):
+    # its loss equals the loss of the OT-matched pairs passed with x0_paired=True.
+    from flowmatch.couplings import ExactOTCoupling
+
+    g = _gen(3)
+    x1, x0 = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
+    t = torch.rand(6, generator=g)
+    obj = FlowMatchingObjective(coupling=ExactOTCoupling())
+    model = MLP(2, hidden=8, depth=1, time_dim=8)
+    paired, _ = ExactOTCoupling()(x0, x1, generator=_gen(4))
+    assert not torch.equal(paired, x0)  # OT does re-pair these points
+    coupled = obj(model, x1, x0=x0, t=t, generator=_gen(4)).loss
+    as_given = obj(model, x1, x0=x0, x0_paired=True, t=t, generator=_gen(4)).loss
+    matched = obj(model, x1, x0=paired, x0_paired=True, t=t, generator=_gen(4)).loss
+    torch.testing.assert_close(coupled, matched, rtol=0, atol=0)
+    assert not torch.equal(coupled, as_given)
+
+
+def test_the_trainer_calls_the_unchecked_core(monkeypatch):
+    # Input checks cost a host sync: the trainer, whose data were checked once, skips them.
+    from flowmatch.data import ArrayDataset
+    from flowmatch.objectives import flow_matching
+    from flowmatch.train import TrainConfig, Trainer
+
+    def fail(*args):
+        raise AssertionError("per-step input check")
+
+    monkeypatch.setattr(flow_matching, "_check_finite_inputs", fail)
+    data = ArrayDataset(torch.randn(32, 2, generator=_gen()))
+    cfg = TrainConfig(steps=2, batch_size=8, log_every=1)
+    Trainer(MLP(2, hidden=8, depth=1, time_dim=8), FlowMatchingObjective(), data, cfg).fit()
+    with pytest.raises(AssertionError, match="per-step input check"):
+        FlowMatchingObjective()(_zero, torch.zeros(2, 2), generator=_gen())
+
+
+def test_float_labels_are_refused():
+    with pytest.raises(TypeError, match=r"cond labels must be an integer tensor .*float32"):
+        FlowMatchingObjective()(_zero, torch.zeros(4, 2), cond=torch.zeros(4), generator=_gen())

@@ -164,7 +164,7 @@ def test_non_finite_field_raises():
     def field(x, t, cond=None):
         return torch.where(t[:, None] > 0.2, x.new_full(x.shape, math.nan), -x)
 
-    with pytest.raises(FloatingPointError, match="dopri5: non-finite error estimate at t="):
+    with pytest.raises(FloatingPointError, match="dopri5: the field returned NaN/inf in the step"):
         solve(field, torch.ones(2, 2, dtype=F64), make_grid("uniform", 1, dtype=F64), Dopri5())
 
 
@@ -262,3 +262,52 @@ def test_unknown_estimator_is_rejected():
 
     with pytest.raises(ValueError, match="unknown estimator 'rk45'"):
         Dopri5(estimator="rk45")  # type: ignore[arg-type]
+
+
+def _nan_at(times):
+    """A field (ignoring x, so a NaN cannot travel through the state) NaN at given times."""
+
+    def field(x, t, cond=None):
+        hit = any(abs(t[0].item() - s) < 1e-12 for s in times)
+        return torch.full_like(x, math.nan) if hit else torch.ones_like(x)
+
+    return field
+
+
+@pytest.mark.parametrize("estimator", ["shampine", "dormand_prince"])
+def test_nan_in_a_stage_with_zero_weight_is_not_a_success(estimator):
+    # Stage 2 (c2 = 1/5) has weight 0 in the solution (b2 = 0) and in both error estimates
+    # (b2 - b2_hat = 0): without a check its NaN would vanish and the solve "succeed".
+    solver = Dopri5(first_step=0.1, estimator=estimator)
+    with pytest.raises(FloatingPointError, match=r"field returned NaN/inf in the step from t=0"):
+        solve(
+            _nan_at([0.02]),
+            torch.zeros(2, 2, dtype=F64),
+            make_grid("uniform", 1, dtype=F64),
+            solver,
+        )
+
+
+def test_nan_in_the_first_step_probe_is_not_a_success():
+    # Hairer's starting-step algorithm evaluates the field once at t0 + h0 (h0 = 1e-6 here).
+    with pytest.raises(FloatingPointError, match=r"NaN/inf while choosing the first step"):
+        solve(
+            _nan_at([1e-6]),
+            torch.zeros(2, 2, dtype=F64),
+            make_grid("uniform", 1, dtype=F64),
+            Dopri5(),
+        )
+
+
+def test_nan_in_a_rejected_step_is_not_a_success():
+    # A field that is NaN only where a too-large first step probes it (then rejected).
+    def field(x, t, cond=None):
+        return torch.full_like(x, math.nan) if t[0].item() > 0.9 else -50 * x
+
+    with pytest.raises(FloatingPointError, match="field returned NaN/inf in the step"):
+        solve(
+            field,
+            torch.ones(2, 2, dtype=F64),
+            make_grid("uniform", 1, dtype=F64),
+            Dopri5(first_step=1.0),
+        )

@@ -210,3 +210,41 @@ def test_steps_for_nfe(name):
 def test_steps_for_nfe_errors(solver, nfe, exc, match):
     with pytest.raises(exc, match=match):
         steps_for_nfe(solver, nfe)
+
+
+# Outputs that broadcast against x (B, D) = (3, 3) without a shape check (B == D on purpose).
+BROADCASTING = {
+    "(B, 1)": lambda x, t, cond=None: -x[:, :1],
+    "(1, D)": lambda x, t, cond=None: -x[:1],
+    "(B,)": lambda x, t, cond=None: -x.sum(1),
+    "scalar": lambda x, t, cond=None: -x.sum(),
+}
+
+
+@pytest.mark.parametrize("name", VELOCITY)
+@pytest.mark.parametrize("kind", ["(B, 1)", "(1, D)", "(B,)", "scalar"])
+def test_outputs_that_would_broadcast_are_refused(name, kind):
+    with pytest.raises(ValueError, match=r"field must return a tensor shaped like x \(3, 3\), got"):
+        solve(BROADCASTING[kind], torch.ones(3, 3), make_grid("uniform", 2), SOLVERS[name]())
+
+
+@pytest.mark.parametrize("name", VELOCITY)
+def test_a_field_without_cond_is_told_the_expected_signature(name):
+    class NoCond(torch.nn.Module):
+        def forward(self, x, t):
+            return -x
+
+    with pytest.raises(
+        TypeError, match=r"define forward\(x, t, cond=None\).*NoCond.forward\(x, t\)"
+    ):
+        solve(NoCond(), torch.ones(2, 2), make_grid("uniform", 2), SOLVERS[name]())
+    with pytest.raises(TypeError, match=r"field must be called as field\(x, t, cond\)"):
+        solve(lambda x, t: -x, torch.ones(2, 2), make_grid("uniform", 2), SOLVERS[name]())
+
+
+@pytest.mark.parametrize("name", VELOCITY)
+def test_a_non_finite_initial_state_is_named_as_such(name):
+    x = torch.ones(3, 2)
+    x[1, 0] = math.nan
+    with pytest.raises(FloatingPointError, match=r"x \(the initial state\) has 1 non-finite"):
+        solve(_decay, x, make_grid("uniform", 2), SOLVERS[name]())

@@ -103,11 +103,11 @@ def test_failed_save_leaves_previous_state(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = ckpt_mod.write_bytes_durable
 
-    def failing(path, data):
+    def failing(path, data, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # die after the first file of the new checkpoint is written
             raise OSError("disk full")
-        real(path, data)
+        real(path, data, **kwargs)
 
     monkeypatch.setattr(ckpt_mod, "write_bytes_durable", failing)
     with pytest.raises(OSError, match="disk full"):
@@ -208,6 +208,7 @@ def test_unreadable_safetensors_is_named(tmp_path):
         "bytes": len(garbage),
         "sha256": hashlib.sha256(garbage).hexdigest(),
     }
+    del state["checksum"]  # a hand-made state.json (older checkpoints have no checksum)
     (path / "state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="optimizer.safetensors is not a valid safetensors"):
         load_checkpoint(path)
@@ -230,6 +231,7 @@ def test_state_json_without_a_file_record_or_field_is_corrupt(tmp_path):
     path = _save(tmp_path, 1, model, opt)
     state = json.loads((path / "state.json").read_text())
     del state["files"]["model.safetensors"]
+    del state["checksum"]  # a hand-made state.json (older checkpoints have no checksum)
     (path / "state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="records no size/sha256 for model.safetensors"):
         load_checkpoint(path)
@@ -265,3 +267,110 @@ def test_rng_state_round_trip():
     a = torch.rand(5)
     ckpt_mod.set_rng_state(json.loads(json.dumps(state)))  # survives JSON
     assert torch.equal(torch.rand(5), a)
+
+
+# ---------------------------------------------------------------- identity and integrity
+
+
+def test_run_id_is_recorded_and_a_foreign_checkpoint_is_refused_naming_both(tmp_path):
+    model, opt = _setup()
+    path = _save(tmp_path, 3, model, opt, run_id="aaaa")
+    ck = load_checkpoint(path, run_id="aaaa")
+    assert ck.run_id == "aaaa" and ck.state["run_id"] == "aaaa"
+    with pytest.raises(CheckpointError, match=r"belongs to run aaaa, not to run bbbb .*copied"):
+        load_checkpoint(path, run_id="bbbb")
+    old = _save(tmp_path / "old", 3, model, opt)  # no run id: an older flowmatch
+    assert load_checkpoint(old).run_id is None
+    with pytest.raises(CheckpointError, match=r"belongs to no run id .* not to run bbbb"):
+        load_checkpoint(old, run_id="bbbb")
+
+
+def test_an_edited_state_json_is_refused(tmp_path):
+    model, opt = _setup()
+    path = _save(tmp_path, 3, model, opt, run_id="aaaa")
+    state_file = path / "state.json"
+    state_file.write_text(state_file.read_text().replace('"step": 3,', '"step": 30,'))
+    with pytest.raises(CheckpointError, match=r"state.json was modified after it was written"):
+        load_checkpoint(path)
+    # Without the checksum (older checkpoints), the directory name still pins the step.
+    state = json.loads(state_file.read_text())
+    del state["checksum"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"says step 30 but its directory is step_0000003"):
+        load_checkpoint(path)
+
+
+def test_a_renamed_checkpoint_directory_is_refused(tmp_path):
+    model, opt = _setup()
+    path = _save(tmp_path, 3, model, opt)
+    path.rename(path.with_name("step_0000009"))
+    (tmp_path / "checkpoints" / "latest").write_text("step_0000009\n")
+    with pytest.raises(CheckpointError, match=r"says step 3 but its directory is step_0000009"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "state.json"])
+def test_a_directory_where_a_file_should_be_is_named(tmp_path, name):
+    model, opt = _setup()
+    path = _save(tmp_path, 1, model, opt)
+    (path / name).unlink()
+    (path / name).mkdir()
+    with pytest.raises(CheckpointError, match=rf"{name} is a directory, not a file"):
+        load_checkpoint(path)
+
+
+def test_rotation_renames_before_deleting(tmp_path, monkeypatch):
+    # A kill during the deletion of an old checkpoint must not leave a half-deleted step_*.
+    model, opt = _setup()
+    for step in (1, 2):
+        _save(tmp_path, step, model, opt, keep=2)
+    real = ckpt_mod.shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        if path.name.startswith(".tmp-old-"):
+            next(iter(path.iterdir())).unlink()  # one file gone, then the "kill"
+            raise KeyboardInterrupt
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_mod.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 3, model, opt, keep=2)
+    monkeypatch.setattr(ckpt_mod.shutil, "rmtree", real)
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000002", "step_0000003"]
+    assert any(p.name.startswith(".tmp-old-step_0000001") for p in root.iterdir())
+    for path in list_checkpoints(tmp_path):
+        load_checkpoint(path)  # both complete
+    _save(tmp_path, 4, model, opt, keep=2)  # the next save removes the leftover
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000003", "step_0000004"]
+
+
+def test_disk_full_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    from flowmatch.utils import io
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    model, opt = _setup()
+    monkeypatch.setattr(io.os, "fsync", full)
+    with pytest.raises(OSError, match=r"could not write .*step_0000001/optimizer.safetensors: No "):
+        _save(tmp_path, 1, model, opt)
+    with pytest.raises(OSError, match=r"\[Errno 28\] could not write .*config.json: No space left"):
+        io.atomic_write_text(tmp_path / "config.json", "{}")
+    assert not (tmp_path / "config.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]  # no temporaries left
+
+
+def test_a_file_where_a_directory_should_be_and_the_reverse(tmp_path):
+    (tmp_path / "checkpoints").write_text("x")
+    with pytest.raises(CheckpointError, match=r"checkpoints is not a directory"):
+        list_checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match=r"checkpoints is not a directory"):
+        latest_checkpoint(tmp_path)
+    model, opt = _setup()
+    run = tmp_path / "run"
+    _save(run, 1, model, opt)
+    (run / "checkpoints" / "latest").unlink()
+    (run / "checkpoints" / "latest").mkdir()
+    with pytest.raises(CheckpointError, match=r"latest is not a file"):
+        latest_checkpoint(run)

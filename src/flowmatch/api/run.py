@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowmatch.api.config import read_run_info, stored_config
+from flowmatch.api.config import data_fingerprint, read_run_info, stored_config
 from flowmatch.api.latent import latent_from_info
 from flowmatch.config.build import build_modules, build_parts, build_step, restore_source
 from flowmatch.config.schema import RunConfig, SampleConfig
@@ -20,7 +20,8 @@ from flowmatch.interfaces import Cond, CondSpec, cond_to
 from flowmatch.latent.space import LatentSpace
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
-from flowmatch.train.checkpoint import latest_checkpoint, load_checkpoint
+from flowmatch.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.tensor import step_generator
 
 #: Source noise is drawn in chunks of this many samples, each from its own generator.
@@ -113,7 +114,11 @@ class Run:
         A condition-dependent source (``source.conditional``, e.g. a learned CSFM source)
         maps standard-normal noise drawn the same way and each sample's condition ``cond``
         (``N`` rows, model space) to ``x0``.
+
+        Raises:
+            TypeError, ValueError: ``num_samples`` is not an int ``>= 1``.
         """
+        check_positive_int(num_samples, "num_samples")
         if self.source.conditional:
             eps = [
                 torch.randn(
@@ -136,7 +141,13 @@ class Run:
 
 
 def data_info(ds: ArrayDataset) -> dict[str, Any]:
-    """The description of a training set stored in ``config.json`` (what loading needs)."""
+    """The description of a training set stored in ``config.json`` (what loading needs).
+
+    Includes ``fingerprint`` (:func:`~flowmatch.api.config.data_fingerprint`: shape, dtype,
+    sha256 of the data, labels and standardiser), checked when the run is resumed or
+    evaluated, and ``given``: the data path as the user typed it (the config stores it
+    absolute).
+    """
     std = ds.standardizer or Standardizer.identity(ds.sample_shape)
     info = {
         "name": ds.name,
@@ -146,7 +157,10 @@ def data_info(ds: ArrayDataset) -> dict[str, Any]:
         "num_classes": ds.num_classes,
         "labelled": ds.labels is not None,
         "standardizer": std.to_dict(),
+        "fingerprint": data_fingerprint(ds),
     }
+    if "given" in ds.meta:
+        info["given"] = ds.meta["given"]
     if "class_names" in ds.meta:
         info["class_names"] = list(ds.meta["class_names"])
     if ds.values is not None:
@@ -244,11 +258,23 @@ def load_run(
 
     Raises:
         FileNotFoundError: no ``config.json`` or no checkpoint (the message names the path).
-        CheckpointError: a checkpoint file is corrupt (size/sha256 mismatch, bad header).
-        ValueError: the checkpoint does not fit the run's modules.
+        CheckpointError: a checkpoint file is corrupt (size/sha256 mismatch, bad header),
+            edited (its step or checksum), or belongs to another run (its ``run_id`` is not
+            the one in ``config.json``).
+        ValueError: ``config.json`` is malformed, the checkpoint does not fit the run's
+            modules (one line naming the run and the cause), or ``device`` is not a device.
+        TypeError: ``use_ema`` is not a bool or ``None``.
     """
+    if use_ema is not None and not isinstance(use_ema, bool):
+        raise TypeError(f"use_ema must be True, False or None, got {use_ema!r}")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device {device!r} is not a valid torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {err}"
+        ) from None
     info = read_run_info(run_dir)
-    cfg = stored_config(info)
+    cfg = stored_config(info, where=str(Path(run_dir) / "config.json"))
     cond, shape = run_cond(info), model_shape(info)
     modules = build_modules(cfg, shape, cond)
     if checkpoint is None and latest_checkpoint(run_dir) is None:
@@ -256,7 +282,14 @@ def load_run(
             f"run {str(run_dir)!r} has no checkpoint yet: training failed or was stopped "
             f"before the first one (train.checkpoint_every = {cfg.train.checkpoint_every})"
         )
-    ckpt = load_checkpoint(checkpoint if checkpoint is not None else run_dir)
+    ckpt = load_checkpoint(
+        checkpoint if checkpoint is not None else run_dir, run_id=info.get("run_id")
+    )
+    if info.get("run_id") is None and ckpt.run_id is not None:
+        raise CheckpointError(
+            f"{Path(run_dir) / 'config.json'} has no run id but checkpoint {ckpt.path} belongs "
+            f"to run {ckpt.run_id}: the config was replaced (flowmatch writes the id into both)"
+        )
     ema = cfg.sample.use_ema if use_ema is None else use_ema
     weights = ckpt.emas if ema and ckpt.emas is not None else ckpt.modules
     for name, module in modules.items():
@@ -264,7 +297,7 @@ def load_run(
             raise ValueError(f"checkpoint {ckpt.path} has no weights for module {name!r}")
         try:
             module.load_state_dict(weights[name])
-        except RuntimeError as err:
+        except (RuntimeError, KeyError) as err:
             detail = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
             raise ValueError(
                 f"checkpoint {ckpt.path} does not fit run {str(run_dir)!r} (another "

@@ -145,6 +145,10 @@ def guided_field(run: Run, guidance: float) -> Any:
     The null branch is the null condition of each kind the run takes: labels ->
     ``run.num_classes``, values/context -> ``drop = True``.
     """
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float):
+        raise OptionError("guidance", f"must be a number, got {guidance!r}")
+    if not math.isfinite(guidance):
+        raise OptionError("guidance", f"must be a finite number, got {guidance!r}")
     if guidance == 1.0:
         return run.field
     if not run.cond.conditional:
@@ -293,6 +297,7 @@ def generate(
     """
     check_positive_int(num_samples, "num_samples")
     check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
     sampler, t_grid, config = sampling_plan(
         run, solver, nfe=nfe, grid=grid, solver_options=solver_options, grid_options=grid_options
     )

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from flowmatch.api.config import check_same_data, read_run_info
 from flowmatch.api.evaluate import Scorer
 from flowmatch.api.latent import fit_latent
 from flowmatch.api.run import Run, assemble_run, data_info
@@ -19,8 +24,10 @@ from flowmatch.config.build import build_modules, build_parts, build_step, cond_
 from flowmatch.config.schema import RunConfig, to_dict
 from flowmatch.data.batch import ArrayDataset
 from flowmatch.latent.space import encode_dataset
+from flowmatch.train.checkpoint import discard_dir
 from flowmatch.train.distributed import process_rank
-from flowmatch.utils.io import atomic_write_text
+from flowmatch.train.lock import RunLock, check_unlocked
+from flowmatch.utils.io import TMP_PREFIX, atomic_write_text, write_error
 from flowmatch.utils.options import OptionError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,87 @@ def prepare_dataset(cfg: RunConfig, train_ds: ArrayDataset) -> ArrayDataset:
     return ArrayDataset(train_ds.x, None, None, train_ds.standardizer, train_ds.name, train_ds.meta)
 
 
+#: What a run directory holds that ``overwrite=True`` replaces (other files are left alone).
+RUN_FILES: tuple[str, ...] = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "snapshots",
+    "samples.png",
+    "eval.json",
+    "eval.png",
+)
+#: Entries that make a directory a run directory (training into it needs resume/overwrite).
+_RUN_MARKERS = ("config.json", "metrics.jsonl", "checkpoints")
+
+
+def existing_run(out: Path) -> list[str]:
+    """The run files ``out`` already holds (empty for a new or empty directory).
+
+    Raises:
+        ValueError: ``out`` exists but is not a directory.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run directory {str(out)!r} exists and is not a directory")
+    return [name for name in _RUN_MARKERS if (out / name).exists()]
+
+
+def _refuse_existing(out: Path) -> None:
+    found = existing_run(out)
+    if found:
+        raise ValueError(
+            f"{str(out)!r} already holds a run ({', '.join(found)}): continue it with "
+            f"--resume {out} (resume=True), replace it with --overwrite (overwrite=True), or "
+            "choose another --out"
+        )
+
+
+def _clear_run(out: Path) -> None:
+    """Remove the files of the run in ``out`` (directories are renamed away, then deleted)."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            discard_dir(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    logger.info("--overwrite: removed the previous run's files from %s", out)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporaries of atomic writes a crash left in the run directory (under its lock)."""
+    for folder in (out, out / "snapshots"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if not path.name.startswith(TMP_PREFIX):
+                continue
+            logger.info("removing %s, left by an interrupted write", path)
+            if path.is_dir() and not path.is_symlink():  # e.g. an interrupted --overwrite
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _check_config_run_id(info: dict[str, Any], out: Path) -> None:
+    """A ``config.json`` without a run id (an older flowmatch) must not front newer checkpoints."""
+    if info.get("run_id") is not None:
+        return
+    from flowmatch.train.checkpoint import STATE_FILE, CheckpointError, latest_checkpoint
+
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return
+    try:
+        theirs = json.loads((latest / STATE_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return  # reported by the checkpoint's own checks
+    if theirs is not None:
+        raise CheckpointError(
+            f"{out / 'config.json'} has no run id but checkpoint {latest} belongs to run "
+            f"{theirs}: the config was replaced (flowmatch writes the id into both)"
+        )
+
+
 def train_run(
     cfg: RunConfig,
     train_ds: ArrayDataset,
@@ -41,11 +129,18 @@ def train_run(
     test_ds: ArrayDataset | None = None,
     callbacks: Sequence[Any] = (),
     resume: bool = False,
+    overwrite: bool = False,
 ) -> Any:
     """Train a model as configured, writing ``config.json``, checkpoints and ``metrics.jsonl``.
 
     After training, writes ``samples.png`` (a snapshot with the sample defaults) when
     matplotlib is installed.
+
+    Everything that can be refused is checked before anything is written: the run directory
+    (another writer's lock; an existing run without ``resume``/``overwrite``), and on resume
+    the stored run (its ``config.json``, the checkpoint's identity, integrity and fit, the
+    metrics file, and the data's fingerprint). A refused call leaves the directory unchanged.
+    Only rank 0 of a data-parallel job checks, locks and writes the directory.
 
     Args:
         cfg: the resolved run configuration.
@@ -53,16 +148,37 @@ def train_run(
         out_dir: the run directory.
         test_ds: held-out data: drawn behind 2-D snapshots and scored by periodic evaluation.
         callbacks: trainer callbacks (e.g. the CLI's progress bar).
-        resume: continue from the last checkpoint in ``out_dir``.
+        resume: continue from the last checkpoint in ``out_dir`` (a run stopped before its
+            first checkpoint restarts from step 0); a run already at ``cfg.train.steps`` is
+            left as it is (nothing to do; only a missing ``samples.png`` is written).
+        overwrite: replace the run already in ``out_dir`` (its files, see :data:`RUN_FILES`).
 
     Returns:
-        The trainer's ``TrainResult``.
-    """
-    from flowmatch.train import Trainer
+        The trainer's ``TrainResult`` (``wall_time == 0`` when a resumed run had nothing to do).
 
+    Raises:
+        ValueError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is given,
+            both are given, or (on resume) the data changed since the run was trained.
+        RunLockedError: another process is writing ``out_dir`` (the message names it).
+        CheckpointError, MetricsError: on resume, a corrupt, edited or foreign checkpoint or
+            a malformed metrics file.
+    """
+    from flowmatch.train import Trainer, TrainResult
+
+    if resume and overwrite:
+        raise ValueError(
+            "resume=True continues the run in out_dir and overwrite=True replaces it: pass one"
+        )
     out = Path(out_dir)
+    rank0 = process_rank() == 0
+    if rank0:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"run directory {str(out)!r} exists and is not a directory")
+        check_unlocked(out)
     train_ds = prepare_dataset(cfg, train_ds)
-    run_config: dict[str, Any] = {"config": to_dict(cfg), "data": data_info(train_ds)}
+    given_ds = train_ds  # what the fingerprint is of (before any latent encoding)
+    data = data_info(train_ds)
+    extra: dict[str, Any] = {}  # what the run stores beside its config and data
     # Latent flow matching: the flow trains on the codes (data.latent); samples are decoded.
     space = fit_latent(cfg.data.latent, train_ds)
     own = cfg.objective.state_space(train_ds.sample_shape, cond_spec(cfg.model, train_ds))
@@ -73,24 +189,26 @@ def train_run(
             )
         space = own
     if space is not None:
-        run_config["latent"] = space.to_dict()
-        run_config["data"]["model_shape"] = list(space.latent_shape)
+        extra["latent"] = space.to_dict()
+        data["model_shape"] = list(space.latent_shape)
     train_ds = encode_dataset(space, train_ds)
     cond = cond_spec(cfg.model, train_ds)
     modules = build_modules(cfg, train_ds.sample_shape, cond)
     parts = build_parts(cfg, train_ds.sample_shape, cond)
     source_state = fit_source(parts.source, train_ds)  # e.g. the norm-aligned scale
+    if source_state:
+        extra["source_state"] = source_state
     step = build_step(parts, cfg)
     frozen = frozen_modules(cfg, train_ds.sample_shape)  # e.g. a representation teacher
-    if source_state:
-        run_config["source_state"] = source_state
-    if process_rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))
     eval_fn = None
     if cfg.train.eval_every > 0 and test_ds is not None:
-        eval_fn = periodic_eval(cfg, run_config, test_ds, out)
+        eval_fn = periodic_eval(cfg, {"data": data, **extra}, test_ds, out)
     if resume:
+        info = read_run_info(out)
+        _check_config_run_id(info, out)
+        check_same_data(info, given_ds, out)
+        if "given" in info["data"]:  # the data path as first typed survives the rewrite
+            data.setdefault("given", info["data"]["given"])
         trainer = Trainer.resume(
             out,
             modules,
@@ -98,11 +216,14 @@ def train_run(
             train_ds,
             cfg.train,
             frozen=frozen,
-            run_config=run_config,
             callbacks=callbacks,
             eval_fn=eval_fn,
+            run_id=info.get("run_id"),
+            restart_if_empty=True,
         )
     else:
+        if rank0 and not overwrite:
+            _refuse_existing(out)
         trainer = Trainer(
             modules,
             step,
@@ -110,14 +231,35 @@ def train_run(
             cfg.train,
             frozen=frozen,
             out_dir=out,
-            run_config=run_config,
             callbacks=callbacks,
             eval_fn=eval_fn,
         )
-    with trainer:
-        result = trainer.fit()
-    if process_rank() == 0:
-        write_snapshot(out, cfg, test_ds)
+    run_config = {"run_id": trainer.run_id, "config": to_dict(cfg), "data": data, **extra}
+    trainer.run_config = run_config
+    if resume and trainer.step >= cfg.train.steps:
+        logger.info(
+            "run %s is already at step %d = train.steps: nothing to do (pass more steps to "
+            "train longer)",
+            out,
+            trainer.step,
+        )
+        trainer.close()
+        if rank0 and not (out / "samples.png").exists():  # stopped before the snapshot
+            with RunLock(out):
+                write_snapshot(out, cfg, test_ds)
+        return TrainResult(trainer.step, math.nan, trainer.last_checkpoint, 0.0, 0.0)
+    with RunLock(out, enabled=rank0):
+        if rank0:
+            _remove_stale_temporaries(out)
+            if overwrite:
+                _clear_run(out)
+            elif not resume:
+                _refuse_existing(out)  # again, under the lock: another run may have started
+            atomic_write_text(out / "config.json", json.dumps(run_config, indent=2))
+        with trainer:
+            result = trainer.fit()
+        if rank0:
+            write_snapshot(out, cfg, test_ds)
     return result
 
 
@@ -176,13 +318,28 @@ def _save_png(res: Any, path: Path, run: Run, *, reference: Scorer | None) -> No
     title = f"{run.info['data']['name']} @ step {run.step}: {res.solver}, NFE {res.nfe}" + (
         f", guidance {res.guidance:g}" if res.guidance != 1.0 else ""
     )
+    # Written beside and renamed into place: a crash never leaves a truncated PNG.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
         values = None if res.cond is None or res.cond.values is None else res.cond.values[:, 0]
         save_samples_png(
-            res.samples, path, reference=ref, labels=res.labels, title=title, values=values
+            res.samples, tmp, reference=ref, labels=res.labels, title=title, values=values
         )
+        os.replace(tmp, path)
     except ImportError:
         logger.info("matplotlib not installed: skipping %s", path)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-__all__ = ["periodic_eval", "prepare_dataset", "train_run", "write_snapshot"]
+__all__ = [
+    "RUN_FILES",
+    "existing_run",
+    "periodic_eval",
+    "prepare_dataset",
+    "train_run",
+    "write_snapshot",
+]

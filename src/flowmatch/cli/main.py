@@ -2,22 +2,34 @@
 
 Choices and help text come from the registries (``flowmatch.registry``): a plugin's sampler or
 metric shows up here without any edit. Errors exit with status 2 and one line naming the
-problem (``--debug`` shows the traceback).
+problem and the argument or config key (``--debug`` shows the traceback); argument errors
+too (no usage dump). An unexpected internal error exits with status 1, also in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 EXIT_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``flowmatch sample: error: argument --nfe: ...``."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -33,6 +45,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def _float_list(text: str) -> list[float]:
+    from flowmatch.times.grids import custom_grid
+
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -43,6 +57,10 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"a grid needs at least two times (e.g. 0,0.5,1), got {text!r}"
         )
+    try:
+        custom_grid(values)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("grid ", "the times ", 1)) from None
     return values
 
 
@@ -50,13 +68,29 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, why: str = "") -> Any:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def _seed(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
 
 
@@ -81,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from flowmatch.config import schema  # noqa: F401  (registers the built-in components)
     from flowmatch.solvers.base import SAMPLERS
 
-    p = argparse.ArgumentParser(
-        prog="flowmatch", description="Train, sample and evaluate flow-matching models."
-    )
+    p = _Parser(prog="flowmatch", description="Train, sample and evaluate flow-matching models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument(
         "--threads",
@@ -108,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int, help="total training steps")
     t.add_argument("--out", default=None, help="run directory (default runs/<data>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its config, metrics, checkpoints, snapshots); "
+        "without it an existing run directory is refused",
+    )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -160,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in the data's units) and/or 'context' (N x S), N rows or one row for all; needed for "
         "runs conditioned on values or context",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
     s.add_argument("--out", required=True, help="output .npz (array 'samples') or .png")
 
@@ -170,8 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--solver", type=_name_list, default=None, help=f"e.g. euler,midpoint (from {solvers})"
     )
-    e.add_argument("--num-samples", type=_positive_int, default=None)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--num-samples",
+        type=_int_at_least(2, " (a distance between sample sets needs two samples)"),
+        default=None,
+        help="generated samples per row (at most the held-out size)",
+    )
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--metrics", type=_name_list, default=None, help="metric names (default: all)")
     e.add_argument("--no-reference", action="store_true", help="skip the adaptive reference row")
     e.add_argument("--no-ema", action="store_true", help="use raw instead of EMA weights")
@@ -193,15 +236,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flowmatch.train.distributed import process_rank
 
     if args.resume:
-        if args.config or args.set or args.data or args.out:
+        given = [f for f, v in (("--config", args.config), ("--set", args.set),
+                                ("--data", args.data), ("--out", args.out),
+                                ("--overwrite", args.overwrite)) if v]  # fmt: skip
+        if given:
             raise ValueError(
                 "--resume continues a run with its stored config in its own directory; "
-                "drop --config/--set/--data/--out"
+                f"drop {'/'.join(given)}"
             )
-        cfg, _ = api.resume_config(args.resume, steps=args.steps)
-        train_ds, test_ds = api.load_data(cfg.data)
+        cfg, info = api.resume_config(args.resume, steps=args.steps)
+        train_ds, test_ds = api.load_run_data(cfg, info, args.resume)
         out, notes = Path(args.resume), []
     else:
+        _check_flag_conflicts(args)
         cfg, train_ds, test_ds = resolved = api.resolve_config(
             config_file=args.config, overrides=args.set, data=args.data, steps=args.steps
         )
@@ -221,9 +268,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"training on {train_ds.name} ({len(train_ds)} samples, shape "
             f"{train_ds.sample_shape}) -> {out}"
         )
-    api.train_run(
-        cfg, train_ds, out_dir=out, test_ds=test_ds, callbacks=callbacks, resume=bool(args.resume)
+    result = api.train_run(
+        cfg,
+        train_ds,
+        out_dir=out,
+        test_ds=test_ds,
+        callbacks=callbacks,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
     )
+    if result.wall_time == 0.0 and args.resume:
+        if rank0:
+            print(f"{out} is already at step {result.step} = train.steps: nothing to do")
+        return 0
     if rank0:
         written = [out / "config.json", out / "metrics.jsonl", out / "checkpoints"]
         written += [p for p in [out / "samples.png"] if p.exists()]
@@ -231,10 +288,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_flag_conflicts(args: argparse.Namespace) -> None:
+    """A flag and a ``--set`` of the same key with different values: say so, don't pick one."""
+    from flowmatch.config.schema import overrides_dict
+
+    sets = overrides_dict(args.set)
+    pairs = (
+        ("--steps", args.steps, "train", "steps"),
+        ("--data", args.data, "data", "name"),
+    )
+    for flag, value, section, key in pairs:
+        table = sets.get(section)
+        if value is None or not isinstance(table, dict) or key not in table:
+            continue
+        if table[key] != value:
+            raise ValueError(
+                f"{flag} {value} conflicts with --set {section}.{key}={table[key]}; give one"
+            )
+
+
+#: API option keys -> the ``sample``/``eval`` arguments that set them (for messages).
+_SAMPLE_FLAGS = {
+    "nfe": "--nfe",
+    "solver": "--solver",
+    "guidance": "--guidance",
+    "label": "--label",
+    "num_samples": "--num-samples",
+}
+_EVAL_FLAGS = {
+    "nfe": "--nfe",
+    "solvers": "--solver",
+    "num_samples": "--num-samples",
+    "metrics": "--metrics",
+    "reference": "eval.reference",
+}
+
+
+def _as_cli_error(err: Exception, flags: dict[str, str], prefixes: dict[str, str]) -> Exception:
+    """An API ``OptionError`` re-worded with the CLI argument that set the key."""
+    from flowmatch.utils.options import OptionError
+
+    if not isinstance(err, OptionError) or not err.key:
+        return err
+    key = err.key.removeprefix("sample.")
+    head, _, rest = key.partition(".")
+    if key in flags:
+        flag = flags[key]
+    elif rest and head in prefixes:
+        flag = f"{prefixes[head]} {head}.{rest}"
+    elif head in prefixes and not rest:
+        flag = prefixes[head]
+    else:
+        return err
+    reason = err.reason
+    if flag == "--grid-values":
+        reason = reason.removeprefix("values ")
+    text = f"{flag} {reason[1:].lstrip()}" if reason.startswith("=") else f"{flag} {reason}"
+    # The API's own spelling of the budget, in the arguments' spelling.
+    return ValueError(re.sub(r"\bnfe=(\d+)", r"--nfe \1", text))
+
+
 def _sampling_request(args: argparse.Namespace) -> dict[str, Any]:
     """``api.generate`` keywords from ``sample`` arguments (``--opt`` is checked by registry)."""
     from flowmatch.config.schema import ConfigError, overrides_dict
 
+    for item in args.opt:
+        if "=" not in item:
+            raise ConfigError("--opt", f"expects solver.KEY=VALUE or grid.KEY=VALUE, got {item!r}")
     opts = overrides_dict([f"sample.{o}" for o in args.opt]).get("sample", {})
     unknown = sorted(set(opts) - {"solver", "grid"})
     if unknown:
@@ -255,24 +375,44 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from flowmatch import api
+    from flowmatch.solvers.base import SAMPLERS
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise ValueError(f"--out must end in .npz or .png, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .npz or .png file name")
+    _refuse_run_files(out, args.run_dir)
+    _refuse_run_files(out.with_suffix(".npz"), args.run_dir)
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
+    kind = args.solver or run.sample.solver.kind
+    if args.nfe is not None and SAMPLERS[kind].adaptive:
+        raise ValueError(
+            f"--nfe {args.nfe} does not apply to {kind}, which is adaptive and chooses its own "
+            "steps (the NFE it spent is reported); drop --nfe, or set its tolerance with "
+            "--opt solver.atol=... --opt solver.rtol=..."
+        )
     cond, num_samples = _condition_request(args)
-    res = api.generate(
-        run,
-        num_samples,
-        guidance=args.guidance,
-        label=args.label,
-        cond=cond,
-        seed=args.seed,
-        **_sampling_request(args),
-    )
+    request = _sampling_request(args)
+    flags = {**_SAMPLE_FLAGS, "grid": "--grid-values" if args.grid_values else "--grid"}
+    for part in ("solver", "grid"):  # an option given as --opt grid.shift=2 is named so
+        flags.update({k: f"--opt {part}.{k}" for k in request[f"{part}_options"] or {}})
+    try:
+        res = api.generate(
+            run,
+            num_samples,
+            guidance=args.guidance,
+            label=args.label,
+            cond=cond,
+            seed=args.seed,
+            **request,
+        )
+    except ValueError as err:
+        raise _as_cli_error(err, flags, {"solver": "--opt", "grid": "--opt"}) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     npz = out.with_suffix(".npz")
-    np.savez(npz, **_sample_arrays(res))  # type: ignore[arg-type]
+    with _atomic_output(npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **_sample_arrays(res))  # type: ignore[arg-type]
     if out.suffix == ".png":
         from flowmatch.viz import save_samples_png
 
@@ -289,7 +429,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             if x
         )
         values = None if res.cond is None or res.cond.values is None else res.cond.values[:, 0]
-        save_samples_png(res.samples, out, labels=res.labels, title=title, values=values)
+        with _atomic_output(out) as tmp:
+            save_samples_png(res.samples, tmp, labels=res.labels, title=title, values=values)
         print(f"wrote {out} and {npz} ({num_samples} samples, NFE {res.nfe})")
     else:
         print(f"wrote {out}: samples {tuple(res.samples.shape)}, NFE {res.nfe}, {res.seconds:.2f}s")
@@ -319,30 +460,108 @@ def _condition_request(args: argparse.Namespace) -> tuple[Any, int]:
     return cond, args.num_samples or (rows if rows > 1 else 1000)
 
 
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write ``path`` into, renamed onto it when the block succeeds."""
+    from flowmatch.utils.io import TMP_PREFIX, write_error
+
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _refuse_run_files(out: Path, run_dir: str) -> None:
+    """An output must not replace what the run is made of (config, metrics, checkpoints)."""
+    run = Path(run_dir).resolve()
+    target = out.resolve()
+    protected = [run / "config.json", run / "metrics.jsonl", run / ".lock"]
+    if target in protected or run / "checkpoints" in target.parents:
+        raise ValueError(f"--out {str(out)!r} would overwrite a file of run {run_dir!r}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """``flowmatch eval``."""
     from flowmatch import api
     from flowmatch.cli.report import print_eval, save_eval_plot
+    from flowmatch.utils.io import atomic_write_text
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
+    if out.suffix != ".json":
+        raise ValueError(
+            f"--out must end in .json (the plot is written beside it as .png), got {str(out)!r}"
+        )
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a .json file name")
+    _refuse_run_files(out, args.run_dir)
     run = api.load_run(args.run_dir, use_ema=False if args.no_ema else None)
-    train_ds, test_ds = api.load_data(run.config.data)
-    report = api.evaluate(
-        run,
-        test_ds,
-        nfe=args.nfe,
-        solvers=args.solver,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        reference=None if args.no_reference else "default",
-        train_ds=train_ds,
-        metrics=args.metrics,
+    _check_metric_names(args.metrics)
+    train_ds, test_ds = api.load_run_data(run.config, run.info, args.run_dir)
+    try:
+        report = api.evaluate(
+            run,
+            test_ds,
+            nfe=args.nfe,
+            solvers=args.solver,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            reference=None if args.no_reference else "default",
+            train_ds=train_ds,
+            metrics=args.metrics,
+        )
+    except ValueError as err:
+        raise _as_cli_error(err, _EVAL_FLAGS, {}) from None
+    ec = run.config.eval
+    _eval_notes(
+        ec.nfe if args.nfe is None else args.nfe,
+        ec.solvers if args.solver is None else args.solver,
+        "--num-samples" if args.num_samples is not None else "eval.num_samples",
+        ec.num_samples if args.num_samples is None else args.num_samples,
+        len(test_ds),
     )
     print_eval(run, report)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
-    out.write_text(json.dumps(report, indent=2))
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=2))
     written = [str(out), *save_eval_plot(run, report, out.with_suffix(".png"))]
     print("wrote " + ", ".join(written))
     return 0
+
+
+def _check_metric_names(names: Sequence[str] | None) -> None:
+    from flowmatch.metrics.registry import METRICS
+
+    for name in names or ():
+        if name not in METRICS.names():
+            raise ValueError(f"--metrics: unknown metric {name!r}; choose from {METRICS.names()}")
+
+
+def _eval_notes(
+    nfe: Sequence[int], solvers: Sequence[str], source: str, n: int, held_out: int
+) -> None:
+    """One stderr line per eval request that is honoured differently from how it reads."""
+    from flowmatch.solvers.base import SAMPLERS
+
+    for name in solvers:
+        if name not in SAMPLERS.names():
+            continue  # refused with the valid names by evaluate()
+        stages = SAMPLERS[name].stages
+        skipped = [k for k in nfe if k % stages]
+        if skipped and len(skipped) < len(nfe):
+            print(
+                f"note: {name} skips --nfe {','.join(map(str, skipped))} (not a multiple of its "
+                f"{stages} evaluations per step)",
+                file=sys.stderr,
+            )
+    if n > held_out:
+        print(
+            f"note: {source} {n} is more than the {held_out} held-out samples; using {held_out}",
+            file=sys.stderr,
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -374,7 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `flowmatch ... | head` ends quietly, as Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argument errors (one line, see _Parser) and --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
@@ -395,8 +617,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as e:
         if args.debug:
             raise
-        print(f"flowmatch {args.command}: error: {e}", file=sys.stderr)
+        print(f"flowmatch {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on --debug
+        if args.debug:
+            raise
+        print(
+            f"flowmatch {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (library messages are one line; PyTorch's may not be)."""
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -103,48 +102,79 @@ def save_eval_plot(run: Any, report: dict[str, Any], path: Path) -> list[str]:
 
 
 def print_info(run_dir: Path) -> None:
-    """``flowmatch info``: data, the network built, path, coupling, checkpoints, progress."""
+    """``flowmatch info``: data, the network built, path, coupling, checkpoints, progress.
+
+    Everything is read and checked before anything is printed: a malformed ``config.json``,
+    a checkpoint that does not verify (a missing ``state.json``, a directory where a weights
+    file should be, a foreign or edited checkpoint) or a malformed ``metrics.jsonl`` raise
+    one error. A torn last metrics line (what a crash leaves) is reported, not an error.
+    """
     from flowmatch import api
-    from flowmatch.train.checkpoint import list_checkpoints
+    from flowmatch.train.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        list_checkpoints,
+        load_checkpoint,
+    )
+    from flowmatch.train.records import read_metrics
 
     info = api.read_run_info(run_dir)
-    cfg, data = api.stored_config(info), info["data"]
-    print(f"run:        {run_dir}")
-    print(
-        f"data:       {data['name']} ({data['kind']}), {data['num_train']} train samples of "
-        f"shape {tuple(data['sample_shape'])}"
+    cfg, data = api.stored_config(info, where=str(run_dir / "config.json")), info["data"]
+    paths = list_checkpoints(run_dir)
+    latest = latest_checkpoint(run_dir)
+    for path in list(paths):  # every checkpoint verifies (sizes, sha256, step, run id)
+        try:
+            load_checkpoint(path, run_id=info.get("run_id"))
+        except (FileNotFoundError, CheckpointError) as err:
+            if not path.exists():
+                paths.remove(path)  # rotated out by a run training right now: not an error
+                continue
+            if latest is None or path == latest or not isinstance(err, FileNotFoundError):
+                raise
+            # Older flowmatch versions deleted old checkpoints in place: a kill left them half.
+            raise FileNotFoundError(
+                f"{err}; {path.name} is older than the latest checkpoint {latest.name}: if an "
+                "interrupted clean-up of an older flowmatch left it half-deleted, delete it"
+            ) from None
+    log = read_metrics(run_dir / "metrics.jsonl")
+    run = api.load_run(run_dir) if paths else None
+    context = data.get("context_shape")
+    lines = [
+        f"run:        {run_dir}" + (f" (id {info['run_id']})" if info.get("run_id") else ""),
+        f"data:       {data['name']} ({data.get('kind', '')}), {data.get('num_train', '?')} "
+        f"train samples of shape {tuple(data['sample_shape'])}"
         + (f", {data['num_classes']} classes" if data["labelled"] else "")
         + _conditions(data)
-        + (
-            f", context of shape {tuple(data['context_shape'])}"
-            if data.get("context_shape")
-            else ""
-        )
-    )
-    print(
+        + (f", context of shape {tuple(context)}" if context else ""),
         f"model:      {cfg.model.kind} ({_options(cfg.model)}), path {cfg.path.kind} "
         f"({cfg.path.prediction}-prediction), coupling {cfg.coupling.kind}, time {cfg.time.kind}, "
-        f"source {cfg.source.kind}, objective {cfg.objective.kind}"
-    )
-    ckpts = [p.name for p in list_checkpoints(run_dir)]
-    print(f"checkpoints: {', '.join(ckpts) if ckpts else 'none yet'}")
-    mfile = run_dir / "metrics.jsonl"
-    if mfile.is_file():
-        lines = [json.loads(x) for x in mfile.read_text().splitlines() if x.strip()]
-        logs = [x for x in lines if "loss" in x]
-        if logs:
-            last = logs[-1]
-            print(
-                f"trained:    step {last['step']}/{cfg.train.steps}, loss {last['loss']:.4f}, "
-                f"{last.get('steps_per_sec', float('nan')):.1f} steps/s"
-            )
-    if ckpts:
-        run = api.load_run(run_dir)
+        f"source {cfg.source.kind}, objective {cfg.objective.kind}",
+        f"checkpoints: {', '.join(p.name for p in paths) if paths else 'none yet'}",
+    ]
+    logs = [x for x in log.records if "loss" in x]
+    if logs:
+        last = logs[-1]
+        loss, speed = last.get("loss"), last.get("steps_per_sec")
+        lines.append(
+            f"trained:    step {last['step']}/{cfg.train.steps}, loss {_num(loss, '.4f')}, "
+            f"{_num(speed, '.1f')} steps/s"
+        )
+    if log.torn is not None:
+        lines.append(
+            "metrics:    the last line of metrics.jsonl is incomplete (an interrupted run); "
+            "--resume drops it"
+        )
+    if run is not None:
         params = sum(p.numel() for m in run.modules.values() for p in m.parameters())
-        print(f"parameters: {params:,} (loaded {run.checkpoint.name}, step {run.step})")  # type: ignore[union-attr]
+        lines.append(f"parameters: {params:,} (loaded {run.checkpoint.name}, step {run.step})")  # type: ignore[union-attr]
     ev = run_dir / "eval.json"
     if ev.is_file():
-        print(f"eval:       {ev}")
+        lines.append(f"eval:       {ev}")
+    print("\n".join(lines))
+
+
+def _num(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else str(value)
 
 
 def _conditions(data: dict[str, Any]) -> str:

@@ -7,6 +7,11 @@ arguments. A section that is a *component* (``model``, ``path``, ``coupling``, `
 own record (see :mod:`flowmatch.registry`). A component may also be given by its name alone
 (``solver = "dopri5"``). Unknown keys, wrong types and out-of-range values are errors naming
 the key, raised while parsing, i.e. before any training.
+
+Unset: TOML has no null, so the strings ``"none"`` and ``"null"`` (any case) mean "unset"
+(``None``) for every non-string key that allows it (``grad_clip = "none"``, ``ema_decay = "none"``),
+exactly as ``--set train.grad_clip=none`` does; for a key that does not allow it they stay
+strings and are refused as such.
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ class DataConfig(Options):
         doc="flow in a latent space: 'pca:K' (exact PCA, K components) or an autoencoder run "
         "directory (flowmatch autoencoder train); samples and metrics are decoded",
     )
+
+    def validate(self) -> None:
+        """A data set has a name (an empty path would mean the working directory)."""
+        if not self.name.strip():
+            raise OptionError("name", "must name a built-in data set or a path, got ''")
 
 
 def _default_sampler() -> SamplerConfig:
@@ -223,11 +233,27 @@ def from_dict(cls: type, data: Any, prefix: str = "", default: Any = None) -> An
         if _is_record(tp):
             kwargs[name] = from_dict(tp, value, f"{prefix}{name}.", _field_default(known[name]))
         else:
-            kwargs[name] = value
+            kwargs[name] = _unset(value, tp)
     try:
         return cls(**kwargs)
     except OptionError as err:
         raise ConfigError(*_split(err.prefixed(prefix))) from None
+
+
+#: Strings that mean "unset" for optional keys (TOML has no null).
+NONE_WORDS = frozenset({"none", "null"})
+
+
+def _unset(value: Any, tp: Any) -> Any:
+    """``None`` for a ``"none"``/``"null"`` string given to an optional key, else ``value``.
+
+    Optional *string* keys keep the text (a CSV column may be called "none").
+    """
+    if isinstance(value, str) and value.strip().lower() in NONE_WORDS:
+        args = typing.get_args(tp)
+        if type(None) in args and str not in args:
+            return None
+    return value
 
 
 def _split(err: OptionError) -> tuple[str, str]:
@@ -268,6 +294,8 @@ def _component(base: type, data: Any, prefix: str, default: Any) -> ComponentCon
             raise registry.unknown_option(kind, unknown[0], options[unknown[0]])
         if not issubclass(entry.config, base):
             raise OptionError("kind", f"{kind!r} is not a {base.__name__}")
+        hints = typing.get_type_hints(entry.config)
+        options = {k: _unset(v, hints.get(k)) for k, v in options.items()}
         return entry.config(kind=kind, **options)
     except OptionError as err:
         raise ConfigError(*_split(err.prefixed(prefix))) from None
@@ -285,7 +313,7 @@ def parse_value(text: str) -> Any:
     TOML (``midpoint``, ``none``) are taken as strings. ``none`` and ``null`` mean "unset"
     (``None``) for keys that allow it, e.g. ``train.grad_clip=none``.
     """
-    if text.strip().lower() in ("none", "null"):
+    if text.strip().lower() in NONE_WORDS:
         return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -361,6 +389,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         ConfigError: the file is missing, not UTF-8 or not valid TOML.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError("", f"config file {str(p)!r} is a directory, not a TOML file")
     if not p.is_file():
         raise ConfigError("", f"config file {str(p)!r} does not exist")
     try:

@@ -155,6 +155,8 @@ def _to_float32(x: np.ndarray, what: str) -> np.ndarray:
     # Values beyond the float32 range (|x| > 3.4e38) become inf in the cast: reported, not hidden.
     with np.errstate(over="ignore"):
         x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if not x32.flags.writeable:  # a read-only buffer: torch.from_numpy would warn on stderr
+        x32 = x32.copy()
     _check_finite_array(x32, f"{what} converted to float32 (|values| must be < 3.4e38)")
     return x32
 

@@ -80,7 +80,9 @@ class ObjectiveStep(TrainingStep):
     """The step of a per-model objective ``objective(model, x1, *, x0, x0_paired, cond, generator)``.
 
     ``FlowMatchingObjective`` is such an objective. When its coupling does real work (e.g.
-    minibatch OT), the pairing runs in :meth:`prepare` so the trainer can do it ahead.
+    minibatch OT), the pairing runs in :meth:`prepare` so the trainer can do it ahead. An
+    objective with a ``compute`` method (the same loss without its input checks) is called
+    through it: the trainer's data were checked once, when the data set was built.
 
     Args:
         objective: the objective (with ``pair(x1, *, labels, generator)`` when it couples).
@@ -91,6 +93,10 @@ class ObjectiveStep(TrainingStep):
         if not callable(objective):
             raise TypeError(f"objective must be callable, got {type(objective).__name__}")
         self.objective = objective
+        # The trainer checked its data once: call the objective's unchecked core when it has
+        # one (FlowMatchingObjective.compute), so no step pays for input checks.
+        compute = getattr(objective, "compute", None)
+        self._call: Callable[..., LossOutput] = compute if callable(compute) else objective
         self.trains = (module,)
         coupling = getattr(objective, "coupling", None)
         self._pairs = bool(getattr(coupling, "pairs", False))
@@ -130,8 +136,8 @@ class ObjectiveStep(TrainingStep):
         """The objective on ``batch`` (its ``x0``, when present, is already paired)."""
         model = modules[self.trains[0]]
         if batch.x0 is None:
-            return self.objective(model, batch.x1, cond=batch.cond, generator=generator)
-        return self.objective(
+            return self._call(model, batch.x1, cond=batch.cond, generator=generator)
+        return self._call(
             model, batch.x1, x0=batch.x0, x0_paired=True, cond=batch.cond, generator=generator
         )
 

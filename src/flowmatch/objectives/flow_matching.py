@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,12 @@ from flowmatch.objectives.weighting import WEIGHTINGS, loss_weight
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import GaussianSource, Source
 from flowmatch.times.samplers import TimeSampler, UniformTime
-from flowmatch.utils.checks import check_batch, check_in_choices, check_same_batch
+from flowmatch.utils.checks import (
+    check_batch,
+    check_in_choices,
+    check_same_batch,
+    signature_error,
+)
 from flowmatch.utils.options import OptionError, option
 
 
@@ -185,18 +190,26 @@ class FlowMatchingObjective:
         t: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> LossOutput:
-        """Per-sample loss for a data batch ``x1`` ``(B, *D)``.
+        """Per-sample loss for a data batch ``x1`` ``(B, *D)``, with its inputs checked.
+
+        The checks run once per call at this boundary: shapes, dtypes and devices (free), and
+        the finiteness of ``x1``/``x0`` and the range of ``t`` in one fused reduction read
+        with a single host sync (a few microseconds for a 256 x 2 batch on CPU; on a GPU it
+        waits for the queued work once). The trainer skips them: it checks its data set
+        once and calls :meth:`compute`, the same loss without the checks.
 
         Args:
             model: the network ``(x, t, cond) -> (B, *D)`` in this objective's parameterisation.
-            x1: data ``(B, *D)``.
-            x0: sources ``(B, *D)``; drawn from the source when ``None``. The coupling is
-                applied to them unless ``x0_paired``.
+            x1: data ``(B, *D)``, finite.
+            x0: sources ``(B, *D)``; drawn from the source when ``None``. The objective's
+                coupling is applied to them (a given ``x0`` is re-paired like a drawn one)
+                unless ``x0_paired``.
             x0_paired: ``x0`` is already coupled with ``x1`` (e.g. by the trainer's pairing
                 pipeline): skip the coupling. Requires ``x0``.
             cond: labels ``(B,)`` or a ``Condition``; dropped to the null condition with
                 probability ``cond_dropout``.
-            t: times ``(B,)``; drawn from ``time_sampler`` when ``None``.
+            t: times ``(B,)``, floating, in ``[0, 1]``; drawn from ``time_sampler`` when
+                ``None``.
             generator: randomness for ``x0``, ``t`` and label dropout.
 
         Returns:
@@ -204,11 +217,45 @@ class FlowMatchingObjective:
             least float32 (half-precision outputs are compared in float32).
 
         Raises:
-            TypeError: if ``x1`` is not a floating tensor.
-            ValueError: if ``x1`` is not ``(B, *D)``, ``x0``/``cond``/``t`` do not match its
-                batch, or the model output is not shaped like ``x1``.
+            TypeError: ``x1``, ``x0`` or ``t`` is not a floating tensor (integer ``t`` is
+                refused: times are fractions in ``[0, 1]``), or the model does not take
+                ``(x, t, cond)``.
+            ValueError: ``x1`` is not ``(B, *D)``; ``x0``/``cond``/``t`` do not match its
+                batch; ``t`` lies outside ``[0, 1]`` or is NaN; ``x1``/``x0`` hold NaN/inf;
+                or the model output is not shaped like ``x1``.
         """
         check_batch(x1, "x1")
+        if x0 is not None:
+            check_batch(x0, "x0")
+            check_same_batch(x0, x1)
+        if t is not None:
+            _check_t(t, x1)
+        labels = cond if isinstance(cond, Tensor) else getattr(cond, "labels", None)
+        if isinstance(labels, Tensor) and (labels.is_floating_point() or labels.is_complex()):
+            raise TypeError(
+                f"cond labels must be an integer tensor (class ids), got {labels.dtype}"
+            )
+        _check_finite_inputs(x1, x0, t)
+        return self.compute(
+            model, x1, x0=x0, x0_paired=x0_paired, cond=cond, t=t, generator=generator
+        )
+
+    def compute(
+        self,
+        model: VelocityField | nn.Module,
+        x1: Tensor,
+        *,
+        x0: Tensor | None = None,
+        x0_paired: bool = False,
+        cond: Cond = None,
+        t: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LossOutput:
+        """The loss of :meth:`__call__` without the value checks (the trainer's hot path).
+
+        Shapes are still checked (that costs no device work); finiteness and the range of
+        ``t`` are trusted.
+        """
         if cond is not None and cond_batch_size(cond) != x1.shape[0]:
             got = (
                 f"shape {tuple(cond.shape)}" if isinstance(cond, Tensor) else cond_batch_size(cond)
@@ -227,11 +274,19 @@ class FlowMatchingObjective:
             t = self.time_sampler.sample_t(x1.shape[0], generator, device=x1.device, dtype=x1.dtype)
         cond = drop_condition(cond, self.cond_dropout, self.null_label, generator)
         sample = self.path.sample(x0, x1, t)
-        out = model(sample.xt, t, cond)
+        try:
+            out = model(sample.xt, t, cond)
+        except TypeError as err:
+            # A correct call costs nothing; only a failed one inspects the signature.
+            wrong = signature_error(model, ("x", "t", "cond"), "model")
+            if wrong is not None:
+                raise wrong from err
+            raise
         target = self.path.target(sample, self.prediction)
         if (
             self.loss_space == "velocity"
             and self.prediction != "velocity"
+            and isinstance(out, Tensor)
             and out.shape == target.shape
         ):
             # Both sides through the same conversion (JiT): near t = 1 the endpoint rule clamps
@@ -240,11 +295,11 @@ class FlowMatchingObjective:
             target = self.path.convert(
                 target, src=self.prediction, dst="velocity", xt=sample.xt, t=t
             )
-        if out.shape != target.shape:
+        if not isinstance(out, Tensor) or out.shape != target.shape:
             # A (B,) or (B, 1) output would broadcast silently against (B, *D).
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
-                f"model output must have the shape of x1 {tuple(target.shape)}, "
-                f"got {tuple(out.shape)}"
+                f"model output must have the shape of x1 {tuple(target.shape)}, got {shape}"
             )
         # Compare in at least float32 (bf16/fp16 outputs) without downcasting float64.
         dtype = torch.promote_types(torch.promote_types(out.dtype, target.dtype), torch.float32)
@@ -254,3 +309,43 @@ class FlowMatchingObjective:
         if w is not None:
             loss = loss * w
         return LossOutput(loss=loss)
+
+
+def _check_t(t: Any, x1: Tensor) -> None:
+    """``t`` is a floating ``(B,)`` tensor on ``x1``'s device (values: :func:`_check_finite_inputs`)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor of shape (B,), got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(
+            f"t must be a floating-point tensor of times in [0, 1], got dtype {t.dtype} "
+            "(integer time steps are not times; divide by the number of steps)"
+        )
+    if t.shape != (x1.shape[0],):
+        raise ValueError(f"t must have shape (B,) = ({x1.shape[0]},), got {tuple(t.shape)}")
+    if t.device != x1.device:
+        raise ValueError(f"t must be on x1's device {x1.device}, got {t.device}")
+    if t.dtype != x1.dtype:  # x_t would silently take the wider dtype
+        raise TypeError(f"t must have x1's dtype {x1.dtype}, got {t.dtype}")
+
+
+def _check_finite_inputs(x1: Tensor, x0: Tensor | None, t: Tensor | None) -> None:
+    """NaN/inf in ``x1``/``x0`` and ``t`` outside ``[0, 1]``: one fused reduction, one sync."""
+    flags = [torch.isfinite(x1).all()]
+    if x0 is not None:
+        flags.append(torch.isfinite(x0).all())
+    if t is not None:
+        flags.append(((t >= 0) & (t <= 1)).all())  # NaN fails both comparisons
+    ok = torch.stack(flags).tolist()
+    if not ok[0]:
+        bad = int((~torch.isfinite(x1)).sum())
+        raise ValueError(f"x1 has {bad} non-finite value(s) (NaN or inf); clean the data batch")
+    if x0 is not None and not ok[1]:
+        bad = int((~torch.isfinite(x0)).sum())
+        raise ValueError(f"x0 has {bad} non-finite value(s) (NaN or inf)")
+    if t is not None and not ok[-1]:
+        nan = int(torch.isnan(t).sum())
+        if nan:
+            raise ValueError(f"t has {nan} NaN value(s); times must lie in [0, 1]")
+        raise ValueError(
+            f"t must lie in [0, 1], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}]"
+        )

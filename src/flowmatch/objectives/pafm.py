@@ -189,7 +189,7 @@ class PAFMObjective(FlowMatchingObjective):
     def __repr__(self) -> str:
         return f"PAFMObjective(num_candidates={self.num_candidates}, source={self.source!r})"
 
-    def __call__(
+    def compute(
         self,
         model: VelocityField | nn.Module,
         x1: Tensor,

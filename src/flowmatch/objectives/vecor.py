@@ -130,7 +130,7 @@ class ContrastiveFMObjective(FlowMatchingObjective):
     def __repr__(self) -> str:
         return f"ContrastiveFMObjective(weight={self.weight}, margin={self.margin})"
 
-    def __call__(
+    def compute(
         self,
         model: VelocityField | nn.Module,
         x1: Tensor,

@@ -138,7 +138,7 @@ class WeightedCFMObjective(FlowMatchingObjective):
     def __repr__(self) -> str:
         return f"WeightedCFMObjective(epsilon={self.epsilon}, mode={self.epsilon_mode!r})"
 
-    def __call__(
+    def compute(
         self,
         model: VelocityField | nn.Module,
         x1: Tensor,
@@ -154,9 +154,7 @@ class WeightedCFMObjective(FlowMatchingObjective):
             x0 = self.pair(x1, x0=x0, labels=batch_labels(cond), generator=generator)
         if x0 is None:
             raise ValueError("x0_paired=True needs the paired sources x0")
-        out = super().__call__(
-            model, x1, x0=x0, x0_paired=True, cond=cond, t=t, generator=generator
-        )
+        out = super().compute(model, x1, x0=x0, x0_paired=True, cond=cond, t=t, generator=generator)
         w, eps, ess = gibbs_weights(x0, x1, self.epsilon, relative=self.epsilon_mode == "relative")
         loss = out.loss * (w.to(out.loss.dtype) * w.numel())
         logs = {**out.logs, "wcfm_ess": ess.detach().float(), "wcfm_eps": eps.detach().float()}

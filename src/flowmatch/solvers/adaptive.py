@@ -99,6 +99,9 @@ class Dopri5(AdaptiveSolver):
         b_err = DOPRI5_SHAMPINE_ERR if estimator == "shampine" else DOPRI5.b_err
         assert b_err is not None  # DOPRI5 is an embedded pair (internal invariant)
         self._b_err: tuple[float, ...] = b_err
+        # Stages with zero weight in the error estimate (k2 in both estimators: b2 = b2_hat = 0)
+        # never reach it, so a NaN there would be lost; they join the finiteness check.
+        self._unweighted = tuple(i for i, w in enumerate(b_err) if w == 0.0)
         if not self.dfactor < 1 < self.ifactor:
             raise ValueError(
                 f"need dfactor < 1 < ifactor, got dfactor={dfactor}, ifactor={ifactor}"
@@ -129,6 +132,12 @@ class Dopri5(AdaptiveSolver):
         x1 = torch.add(x, f0, alpha=direction * h0)
         f1 = field(x1, x.new_full((x.shape[0],), t0 + direction * h0), cond)
         d2 = _rms((f1 - f0) / scale) / h0
+        if not math.isfinite(d2) or not math.isfinite(d1):
+            # max() below would drop a NaN silently and the solve would go on as if fine.
+            raise FloatingPointError(
+                f"dopri5: the field returned NaN/inf while choosing the first step near "
+                f"t={t0:.6g} (t={t0 + direction * h0:.6g})"
+            )
         dmax = max(d1, d2)
         # Exponent 1/5 = 1/(q + 1) with q = 4 the order of the error estimate, as the
         # controller below and Hairer's DOPRI5 code (HINIT with IORD = 5) use.
@@ -150,7 +159,8 @@ class Dopri5(AdaptiveSolver):
         Raises:
             RuntimeError: if the solve (all intervals sharing ``stats``) needs more than
                 ``max_steps`` attempted steps.
-            FloatingPointError: if the error estimate is NaN/inf.
+            FloatingPointError: if the field returns NaN/inf at any stage of any attempted
+                step (accepted or rejected), including the probe of the first step size.
         """
         direction = math.copysign(1.0, t1 - t0)
         k1 = field(x, x.new_full((x.shape[0],), t0), cond)
@@ -178,9 +188,15 @@ class Dopri5(AdaptiveSolver):
             stats.nfe += 6
             err = _weighted_sum(torch.zeros_like(x), self._b_err, ks, dt)
             scale = self.atol + self.rtol * torch.maximum(x.abs(), x_new.abs())
-            ratio = _rms(err / scale)
+            sq = (err / scale).square().mean()
+            for i in self._unweighted:  # 0 * NaN = NaN: a NaN stage poisons the norm
+                sq = sq + 0.0 * ks[i].sum()
+            ratio = float(sq.detach().sqrt())  # the one host read of the step
             if not math.isfinite(ratio):
-                raise FloatingPointError(f"dopri5: non-finite error estimate at t={t:.6g}")
+                raise FloatingPointError(
+                    f"dopri5: the field returned NaN/inf in the step from t={t:.6g} to "
+                    f"t={t + dt:.6g} (non-finite stage or error estimate)"
+                )
             factor = self.ifactor if ratio == 0 else self.safety * ratio ** (-1.0 / self.order)
             if ratio <= 1.0:
                 t, x, k1 = (t1 if last else t + dt), x_new, ks[-1]

@@ -12,7 +12,7 @@ from torch import Tensor
 from flowmatch.interfaces import Cond
 from flowmatch.solvers.base import Sampler, steps_for_nfe
 from flowmatch.times.grids import grid_values
-from flowmatch.utils.checks import check_batch, check_finite
+from flowmatch.utils.checks import check_batch, check_finite, signature_error
 
 __all__ = ["Solution", "integrate", "solve", "steps_for_nfe"]
 
@@ -40,23 +40,40 @@ class Solution:
 
 
 class _CheckedField:
-    """Calls ``field`` and checks its first output's shape (one check per solve, not per step)."""
+    """Calls ``field`` and checks its first output (one check per solve, not per step).
 
-    __slots__ = ("field", "checked")
+    The output must be a tensor of ``x``'s exact shape on ``x``'s device: a ``(B, 1)``,
+    ``(1, D)``, ``(B,)`` or scalar output would broadcast silently in the solver's updates.
+    A ``TypeError`` of the first call is explained when the field's signature is the cause
+    (e.g. a network whose ``forward(x, t)`` lacks ``cond``).
+    """
 
-    def __init__(self, field: Any) -> None:
-        self.field, self.checked = field, False
+    __slots__ = ("field", "checked", "params")
+
+    def __init__(self, field: Any, params: tuple[str, ...]) -> None:
+        self.field, self.checked, self.params = field, False, params
 
     def __call__(self, x: Tensor, *args: Any) -> Tensor:
-        out = self.field(x, *args)
-        if not self.checked:
-            if not isinstance(out, Tensor) or out.shape != x.shape:
-                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                raise ValueError(
-                    f"field must return a tensor shaped like x {tuple(x.shape)}, got {got} "
-                    "(a (B, 1), (1, D) or scalar output would broadcast silently)"
-                )
-            self.checked = True
+        if self.checked:
+            return self.field(x, *args)
+        try:
+            out = self.field(x, *args)
+        except TypeError as err:
+            wrong = signature_error(self.field, self.params, "field")
+            if wrong is not None:
+                raise wrong from err
+            raise
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"field must return a tensor shaped like x {tuple(x.shape)}, got {got} "
+                "(a (B, 1), (1, D) or scalar output would broadcast silently)"
+            )
+        if out.device != x.device:
+            raise ValueError(
+                f"field must return a tensor on x's device {x.device}, got {out.device}"
+            )
+        self.checked = True
         return out
 
 
@@ -96,13 +113,16 @@ def solve(
         A ``Solution``; ``Solution.x`` is ``(B, *D)``.
 
     Raises:
-        TypeError: if ``field`` is not callable, ``solver`` is not a sampler, or ``x``/``grid``
-            have the wrong type.
+        TypeError: if ``field`` is not callable (or cannot take ``(x, t, cond)``; the message
+            names the expected ``forward(x, t, cond=None)``), ``solver`` is not a sampler, or
+            ``x``/``grid`` have the wrong type.
         ValueError: if ``x`` is not ``(B, *D)``, ``grid`` is not a valid grid, the field's
-            output is not shaped like ``x``, ``noise`` has the wrong shape, or noise / log-probs
-            are asked of a deterministic sampler.
+            first output is not a tensor of ``x``'s exact shape and device (no broadcasting of
+            ``(B, 1)``, ``(1, D)`` or scalar outputs), ``noise`` has the wrong shape, or noise /
+            log-probs are asked of a deterministic sampler.
         RuntimeError: if an adaptive solver exceeds its ``max_steps``.
-        FloatingPointError: if the final state has NaN/inf (checked once, after the solve).
+        FloatingPointError: if the final state has NaN/inf (checked once, after the solve;
+            the message says whether the initial state ``x`` already had them).
 
     Example:
         >>> import torch
@@ -118,6 +138,7 @@ def solve(
             f"field must be callable (x, t, cond) -> (B, *D), got {type(field).__name__}"
         )
     check_batch(x, "x")
+    x0 = x
     if not isinstance(solver, Sampler):
         raise TypeError(
             f"solver must be an ODESolver or AdaptiveSolver, got {type(solver).__name__}"
@@ -128,7 +149,11 @@ def solve(
     noises = _noises(solver, x, num, generator, noise, return_log_probs)
     states = [x] if save_trajectory else None
     log_probs: list[Tensor] | None = [] if return_log_probs else None
-    state, nfe, f = solver.init_state(), 0, _CheckedField(field)
+    if solver.adaptive:  # it reads the device every step anyway; its step control needs x
+        check_finite(x, "x (the initial state)")
+    x_finite = torch.isfinite(x).all()  # read with the result's check: one host sync per solve
+    params = ("x", "s", "t", "cond") if solver.field_kind == "flow_map" else ("x", "t", "cond")
+    state, nfe, f = solver.init_state(), 0, _CheckedField(field, params)
     for k in range(num):
         out = solver.advance(f, x, times[k], times[k + 1], cond, noises[k], state)
         x, state, nfe = out.x, out.state, nfe + out.nfe
@@ -138,7 +163,10 @@ def solve(
             states.append(x)
         if log_probs is not None:
             log_probs.append(_gaussian_log_prob(x, out.mean, out.std))
-    check_finite(x, "solution", hint="the field produced NaN/inf; check the model and the grid")
+    if not bool(torch.isfinite(x).all()):
+        if not bool(x_finite):
+            check_finite(x0, "x (the initial state)")
+        check_finite(x, "solution", hint="the field produced NaN/inf; check the model and the grid")
     steps, rejected = solver.finish(state, num)
     return Solution(
         x,

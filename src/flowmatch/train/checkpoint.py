@@ -7,8 +7,9 @@ Layout of a run directory::
             model.safetensors       model.state_dict()
             ema.safetensors         EMA weights (only when EMA is on)
             optimizer.safetensors   optimiser tensors, keys "state.<param index>.<name>"
-            state.json              step, optimiser scalars and param_groups, lr schedule,
-                                    RNG states, configs, versions, size + sha256 of each file
+            state.json              step, run id, optimiser scalars and param_groups, lr
+                                    schedule, RNG states, configs, versions, size + sha256 of
+                                    each file, and a checksum of state.json itself
         step_0002000/ ...
         latest                      name of the newest complete checkpoint ("step_0002000")
 
@@ -16,7 +17,15 @@ A checkpoint is first written into a hidden temporary sibling (``.tmp-step_...``
 is fsync'ed, and only then is the directory renamed onto its final name with ``os.replace``;
 ``latest`` is replaced the same way. A crash at any point therefore leaves either the previous
 state or the complete new checkpoint, never a half-written directory that resume would load.
+Old checkpoints are rotated out the same way in reverse: renamed to a temporary name first,
+then deleted, so a crash during the deletion never leaves a half-deleted ``step_*``.
 No pickles are written or read.
+
+Identity and integrity: ``state.json`` records the id of the run that wrote it (``run_id``),
+its step (which must match the directory name) and a sha256 of its own content; every other
+file's size and sha256 are recorded in it. Loading checks all of them, so a checkpoint copied
+in from another run, a hand-edited ``step`` or a corrupt file is refused with one line naming
+the file.
 """
 
 from __future__ import annotations
@@ -83,6 +92,12 @@ class Checkpoint:
     state: dict[str, Any]
 
     @property
+    def run_id(self) -> str | None:
+        """The id of the run that wrote this checkpoint (``None`` for older checkpoints)."""
+        value = self.state.get("run_id")
+        return value if isinstance(value, str) else None
+
+    @property
     def model(self) -> dict[str, Tensor]:
         """The ``state_dict`` of the module named ``"model"`` (or of the only module)."""
         return self.modules[_main_name(self.modules)]
@@ -129,6 +144,13 @@ def checkpoint_name(step: int) -> str:
 def _file_record(data: bytes) -> dict[str, Any]:
     """Size and sha256 of a file's bytes, as recorded in ``state.json`` and checked on load."""
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _state_checksum(state: Mapping[str, Any]) -> str:
+    """sha256 of ``state.json``'s content without its ``checksum`` entry (canonical JSON)."""
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _cpu_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -181,6 +203,7 @@ def save_checkpoint(
     emas: Mapping[str, Mapping[str, Tensor]] | None = None,
     extra: Mapping[str, Any] | None = None,
     keep: int | None = None,
+    run_id: str | None = None,
 ) -> Path:
     """Write ``RUN_DIR/checkpoints/step_XXXXXXX`` atomically and point ``latest`` at it.
 
@@ -194,6 +217,7 @@ def save_checkpoint(
         emas: EMA ``state_dict`` by module name (the same names as ``modules``) or ``None``.
         extra: JSON-serialisable entries added to ``state.json`` (configs, RNG, schedule).
         keep: keep only the ``keep`` most recent checkpoints (``None``: keep all).
+        run_id: the id of the run writing it (recorded; :func:`load_checkpoint` can check it).
 
     Returns:
         The final checkpoint directory.
@@ -232,11 +256,12 @@ def save_checkpoint(
                 blobs[module_file(module_name, ema=True)] = st_save(_cpu_tensors(emas[module_name]))
         files = {}
         for fname, blob in blobs.items():
-            write_bytes_durable(tmp / fname, blob)
+            write_bytes_durable(tmp / fname, blob, name=final / fname)
             files[fname] = _file_record(blob)
         state = {
             "format_version": FORMAT_VERSION,
             "step": step,
+            "run_id": run_id,
             "modules": list(modules),
             "has_ema": emas is not None,
             "files": files,
@@ -244,10 +269,11 @@ def save_checkpoint(
             **dict(extra or {}),
         }
         try:
+            state["checksum"] = _state_checksum(state)
             text = json.dumps(state, indent=2, allow_nan=True)
         except TypeError as err:
             raise ValueError(f"checkpoint extra state is not JSON-serialisable: {err}") from None
-        write_bytes_durable(tmp / STATE_FILE, text.encode())
+        write_bytes_durable(tmp / STATE_FILE, text.encode(), name=final / STATE_FILE)
         fsync_dir(tmp)
         _replace_dir(tmp, final)
     except BaseException:
@@ -258,8 +284,20 @@ def save_checkpoint(
     if keep is not None:
         for old in list_checkpoints(run_dir)[:-keep]:
             if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+                discard_dir(old)
     return final
+
+
+def discard_dir(path: Path) -> None:
+    """Delete a directory safely: rename it to a hidden temporary name, then delete that.
+
+    A crash during the deletion leaves a ``.tmp-old-...`` directory (never listed, removed by
+    the next save), not a half-deleted directory under its real name.
+    """
+    trash = path.with_name(f"{_TMP_PREFIX}old-{path.name}-{uuid.uuid4().hex}")
+    os.replace(path, trash)
+    fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -285,9 +323,20 @@ def _remove_stale_temporaries(root: Path) -> None:
                 child.unlink(missing_ok=True)
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first (temporaries are skipped)."""
+def _checkpoint_root(run_dir: str | Path) -> Path:
     root = Path(run_dir) / CHECKPOINT_DIR
+    if root.exists() and not root.is_dir():
+        raise CheckpointError(f"{root} is not a directory: it should hold the run's checkpoints")
+    return root
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first (temporaries are skipped).
+
+    Raises:
+        CheckpointError: ``RUN_DIR/checkpoints`` exists but is not a directory.
+    """
+    root = _checkpoint_root(run_dir)
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME_RE.match(p.name))]
@@ -302,10 +351,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     complete, through an atomic rename.
 
     Raises:
-        CheckpointError: ``latest`` names a checkpoint directory that does not exist.
+        CheckpointError: ``latest`` names a checkpoint directory that does not exist, or is
+            not a file; ``checkpoints`` is not a directory.
     """
-    root = Path(run_dir) / CHECKPOINT_DIR
+    root = _checkpoint_root(run_dir)
     pointer = root / LATEST
+    if pointer.exists() and not pointer.is_file():
+        raise CheckpointError(f"{pointer} is not a file: it should name the latest checkpoint")
     if pointer.is_file():
         name = pointer.read_text().strip()
         path = root / name
@@ -337,8 +389,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def _read_verified(path: Path, files: Mapping[str, Any]) -> bytes:
     """The bytes of ``path``, checked against the record ``files[path.name]`` of ``state.json``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} is missing")
+    _check_is_file(path)
     record = files.get(path.name)
     if not isinstance(record, Mapping):
         raise CheckpointError(
@@ -353,6 +404,13 @@ def _read_verified(path: Path, files: Mapping[str, Any]) -> bytes:
     return data
 
 
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint file {path} is a directory, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} is missing")
+
+
 def _load_tensors(path: Path, files: Mapping[str, Any]) -> dict[str, Tensor]:
     data = _read_verified(path, files)
     try:
@@ -363,20 +421,25 @@ def _load_tensors(path: Path, files: Mapping[str, Any]) -> dict[str, Tensor]:
         ) from None
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, *, run_id: str | None = None) -> Checkpoint:
     """Load a checkpoint directory (or the latest checkpoint of a run directory) onto CPU.
 
-    Every file is checked against the size and sha256 recorded in ``state.json``.
+    Every file is checked against the size and sha256 recorded in ``state.json``;
+    ``state.json`` against its own checksum; its ``step`` against the directory name
+    (``step_0000020`` holds step 20); and, when ``run_id`` is given, the run that wrote it.
 
     Args:
         path: a ``step_XXXXXXX`` directory or a run directory.
+        run_id: the id of the run the checkpoint must belong to (``None``: not checked).
 
     Returns:
         The :class:`Checkpoint`.
 
     Raises:
         FileNotFoundError: the directory or one of its files is missing (the message names it).
-        CheckpointError: a file is corrupt, truncated or of an unknown format (names the file).
+        CheckpointError: a file is corrupt, truncated, edited or of an unknown format, a
+            directory stands where a file should be, the step does not match the directory
+            name, or the checkpoint belongs to another run (the message names the file).
 
     Example:
         >>> ckpt = load_checkpoint("runs/toy")  # doctest: +SKIP
@@ -384,8 +447,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """
     path = resolve_checkpoint(path)
     state_path = path / STATE_FILE
-    if not state_path.is_file():
-        raise FileNotFoundError(f"checkpoint file {state_path} is missing")
+    _check_is_file(state_path)
     corrupt = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError)
     try:
         state = json.loads(state_path.read_text())
@@ -398,10 +460,31 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"checkpoint {state_path} has format_version {version!r}; this flowmatch reads "
             f"version {FORMAT_VERSION}"
         )
+    checksum = state.get("checksum")
+    if checksum is not None and checksum != _state_checksum(state):
+        raise CheckpointError(
+            f"checkpoint file {state_path} was modified after it was written (its checksum "
+            "does not match its content); restore the original or resume from another checkpoint"
+        )
     try:
-        step, files, opt_meta = int(state["step"]), dict(state["files"]), state["optimizer"]
+        step, files, opt_meta = state["step"], dict(state["files"]), state["optimizer"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
     except corrupt as err:
         raise CheckpointError(f"checkpoint file {state_path} is corrupt: {err!r}") from None
+    found_id = state.get("run_id")
+    if run_id is not None and found_id != run_id:
+        whose = f"run {found_id}" if found_id else "no run id (an older flowmatch, or elsewhere)"
+        raise CheckpointError(
+            f"checkpoint {path} belongs to {whose}, not to run {run_id} of this run directory: "
+            "it was copied from another run; remove it (or train that run instead)"
+        )
+    named = _NAME_RE.match(path.name)
+    if named and int(named.group(1)) != step:
+        raise CheckpointError(
+            f"checkpoint file {state_path} says step {step} but its directory is {path.name} "
+            f"(step {int(named.group(1))}): it was edited or renamed"
+        )
     names = state.get("modules", ["model"])
     if not isinstance(names, list) or not names:
         raise CheckpointError(f"checkpoint file {state_path} lists no modules: {names!r}")

@@ -59,6 +59,10 @@ class TrainConfig(Options):
         checkpoint_every: steps between checkpoints (0: only at the end of ``fit``).
         keep_checkpoints: number of most recent checkpoints kept on disk (>= 1).
         device: torch device string, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        dist_timeout: data-parallel runs: seconds a collective waits for the other ranks
+            before the run stops with one line naming the rank that did not respond (PyTorch's
+            default is 30 minutes). It must exceed the longest work rank 0 does alone
+            (an evaluation, a checkpoint write), during which the other ranks wait.
 
     Raises:
         TypeError: a field has the wrong type (e.g. ``steps=1.5``).
@@ -94,6 +98,9 @@ class TrainConfig(Options):
     checkpoint_every: int = option(1000, ge=0, doc="steps between checkpoints (0: at the end)")
     keep_checkpoints: int = option(2, ge=1, doc="most recent checkpoints kept on disk")
     device: str = option("cpu", doc="torch device: 'cpu', 'cuda', 'cuda:1', ...")
+    dist_timeout: float = option(
+        300.0, gt=0, doc="DDP: seconds to wait for a silent rank before stopping, naming it"
+    )
 
     def validate(self) -> None:
         """Checks that involve several fields or torch (betas, warm-up, device)."""

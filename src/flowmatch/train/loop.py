@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,17 @@ from torch import Tensor, nn
 from flowmatch._version import __version__
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule
 from flowmatch.objectives.base import LossOutput, ObjectiveStep, TrainingStep
-from flowmatch.train import distributed
+from flowmatch.train import distributed, lock
 from flowmatch.train.callbacks import CALLBACK_METHODS, Callback
 from flowmatch.train.checkpoint import (
     CHECKPOINT_DIR,
+    STATE_FILE,
     Checkpoint,
     CheckpointError,
-    atomic_write_text,
     check_module_name,
     checkpoint_name,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     module_file,
     rng_state,
@@ -57,6 +59,8 @@ from flowmatch.train.checkpoint import (
 from flowmatch.train.config import TrainConfig
 from flowmatch.train.ema import EMA
 from flowmatch.train.lr import WarmupCosine
+from flowmatch.train.records import read_metrics, truncate_metrics
+from flowmatch.utils.io import write_error
 from flowmatch.utils.tensor import mix_seed
 
 logger = logging.getLogger(__name__)
@@ -123,7 +127,10 @@ class Trainer:
     ``g <- g min(1, c / |g|)``; ``theta <- AdamW(theta, g, lr_k)``;
     ``theta_ema <- lerp(theta_ema, theta, 1 - decay)`` for every trained module.
 
-    Only rank 0 writes ``out_dir`` (``metrics.jsonl``, ``checkpoints/``) and calls callbacks.
+    Only rank 0 writes ``out_dir`` (``metrics.jsonl``, ``checkpoints/``) and calls callbacks;
+    it holds the run directory's lock (:mod:`flowmatch.train.lock`) while ``fit`` runs. A
+    fresh trainer refuses an ``out_dir`` that already holds another run's checkpoints or
+    metrics (continue that run with :meth:`resume`).
 
     Args:
         model: the trained network, or a dict ``{name: module}`` of trained modules; moved to
@@ -142,6 +149,8 @@ class Trainer:
         eval_fn: ``eval_fn(model, step) -> {name: value}``, called every ``eval_every`` steps
             and at ``config.steps`` with the EMA weights if any, in eval mode under no_grad;
             ``model`` is the module for a single-module trainer, else the dict of modules.
+        run_id: the identity of the run, recorded in every checkpoint (``None``: a new
+            uuid4); a checkpoint of another run is never restored into this one.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -172,6 +181,7 @@ class Trainer:
         run_config: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
         eval_fn: EvalFn | None = None,
+        run_id: str | None = None,
     ) -> None:
         modules, self._single = _as_modules(model, "model")
         frozen_modules, _ = _as_modules(frozen or {}, "frozen")
@@ -179,6 +189,9 @@ class Trainer:
         _check_arguments(step, modules, frozen_modules, train_data, config, run_config, callbacks)
         if eval_fn is not None and not callable(eval_fn):
             raise TypeError(f"eval_fn must be callable (model, step) -> dict, got {eval_fn!r}")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise TypeError(f"run_id must be a non-empty str or None, got {run_id!r}")
+        self.run_id = run_id if run_id is not None else uuid.uuid4().hex
         self.config = config
         self.objective = objective
         self.step_fn = step
@@ -186,7 +199,9 @@ class Trainer:
         self.callbacks = tuple(callbacks)
         self.eval_fn = eval_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.dist, self.device = distributed.setup_distributed(config.device)
+        self.dist, self.device = distributed.setup_distributed(
+            config.device, timeout=config.dist_timeout
+        )
         _check_device(self.device)
 
         self.modules = {name: m.to(self.device).train() for name, m in modules.items()}
@@ -203,9 +218,11 @@ class Trainer:
         )
         self.lr_schedule = WarmupCosine.from_config(config)
         # Wrap first: DDP broadcasts rank 0's weights, and the EMA must start from those.
-        nets = {
-            n: distributed.wrap_model(m, self.dist, self.device) for n, m in self.modules.items()
-        }
+        with self._collectives("while starting"):
+            nets = {
+                n: distributed.wrap_model(m, self.dist, self.device)
+                for n, m in self.modules.items()
+            }
         decay = config.ema_decay
         self.emas = None if decay is None else {n: EMA(m, decay) for n, m in self.modules.items()}
         if config.compile:
@@ -230,6 +247,8 @@ class Trainer:
         self._metrics: IO[str] | None = None
         self._t_fit = self._t_window = time.perf_counter()
         self._paused = 0.0
+        self._owns_out_dir = False  # restored from this run, or already written by it
+        self._truncate_at: int | None = None  # metrics to cut back to this step at fit start
 
     @property
     def model(self) -> nn.Module:
@@ -272,6 +291,8 @@ class Trainer:
         run_config: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
         eval_fn: EvalFn | None = None,
+        run_id: str | None = None,
+        restart_if_empty: bool = False,
     ) -> Trainer:
         """A trainer that continues the run in ``run_dir`` from its latest checkpoint.
 
@@ -289,21 +310,50 @@ class Trainer:
             run_config: replacement application config, or ``None`` to reuse the saved one.
             callbacks: progress hooks.
             eval_fn: evaluation function (see :class:`Trainer`).
+            run_id: the id the run's checkpoints must carry (e.g. from the run's
+                ``config.json``); ``None``: the latest checkpoint's, which every other
+                checkpoint of ``run_dir`` must share.
+            restart_if_empty: a run that stopped before its first checkpoint restarts from
+                step 0 (with ``config``, required then) instead of raising; its metrics are
+                cut back to step 0 when :meth:`fit` starts.
 
         Returns:
-            The restored trainer; call :meth:`fit` to continue.
+            The restored trainer; call :meth:`fit` to continue. Nothing in ``run_dir`` is
+            changed until :meth:`fit` runs.
 
         Raises:
             FileNotFoundError: ``run_dir`` has no checkpoint.
-            CheckpointError: the checkpoint is corrupt or was not written by a ``Trainer``.
+            CheckpointError: the checkpoint is corrupt, edited, belongs to another run, or
+                was not written by a ``Trainer``.
+            MetricsError: ``metrics.jsonl`` is malformed before its last line.
         """
         path = latest_checkpoint(run_dir)
+        if path is None and restart_if_empty and config is not None:
+            logger.info("%s has no checkpoint yet: restarting it from step 0", run_dir)
+            trainer = cls(
+                model,
+                objective,
+                train_data,
+                config,
+                frozen=frozen,
+                out_dir=run_dir,
+                run_config=run_config,
+                callbacks=callbacks,
+                eval_fn=eval_fn,
+                run_id=run_id,
+            )
+            if trainer.dist.is_main:
+                read_metrics(Path(run_dir) / METRICS_FILE)
+            trainer._owns_out_dir, trainer._truncate_at = True, 0
+            return trainer
         if path is None:
             raise FileNotFoundError(
                 f"no checkpoint to resume from under {Path(run_dir)}/checkpoints"
             )
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, run_id=run_id)
         _check_trainer_state(ckpt)
+        if run_id is None:
+            _check_one_run(run_dir, ckpt)
         saved = TrainConfig.from_dict(ckpt.state["config"])
         if config is None:
             config = saved
@@ -324,6 +374,7 @@ class Trainer:
             run_config=run_config,
             callbacks=callbacks,
             eval_fn=eval_fn,
+            run_id=run_id if run_id is not None else ckpt.run_id,
         )
         trainer.restore(ckpt)
         return trainer
@@ -335,12 +386,21 @@ class Trainer:
     def restore(self, ckpt: Checkpoint) -> None:
         """Restore the state held by a loaded :class:`Checkpoint`.
 
+        A checkpoint of another run (another ``run_id``) is refused when this trainer writes
+        an ``out_dir`` other than the checkpoint's own run directory: its new checkpoints
+        would mix the two runs. Nothing on disk changes here; ``metrics.jsonl`` is cut back
+        to the checkpoint's step when :meth:`fit` starts.
+
         Raises:
-            CheckpointError: the checkpoint was not written by a ``Trainer``.
+            CheckpointError: the checkpoint was not written by a ``Trainer``, or belongs to
+                another run.
             ValueError: the checkpoint does not fit this trainer (architecture, EMA on/off,
-                or more steps done than ``config.steps``); the message names the file.
+                optimiser, or more steps done than ``config.steps``); the message names the
+                file.
+            MetricsError: this trainer's ``metrics.jsonl`` is malformed before its last line.
         """
         _check_trainer_state(ckpt)
+        self._check_run_id(ckpt)
         if ckpt.step > self.config.steps:
             raise ValueError(
                 f"checkpoint {ckpt.path} is at step {ckpt.step}, beyond config.steps = "
@@ -368,14 +428,27 @@ class Trainer:
             )
         if self.emas is not None and ckpt.emas is not None:
             for name, ema in self.emas.items():
-                ema.load_state_dict(ckpt.emas[name])
+                try:
+                    ema.load_state_dict(ckpt.emas[name])
+                except (RuntimeError, KeyError) as err:
+                    raise ValueError(
+                        f"{ckpt.path / module_file(name, ema=True)} does not fit the EMA of "
+                        f"{name!r}: {_first_line(err)}"
+                    ) from None
         saved = ckpt.state.get("frozen", {})
         if saved and saved != self._fingerprints:
             raise ValueError(
                 f"checkpoint {ckpt.path} was trained with other frozen modules (fingerprints "
                 f"{saved}, now {self._fingerprints}); resume with the same teacher/reference"
             )
-        self.optimizer.load_state_dict(ckpt.optimizer)
+        try:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            set_rng_state(ckpt.state["rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(
+                f"{ckpt.path / STATE_FILE}: the optimiser/RNG state does not fit this trainer: "
+                f"{_first_line(err)}"
+            ) from None
         saved_schedule = ckpt.state.get("lr_schedule")
         if saved_schedule is not None and saved_schedule != self.lr_schedule.state_dict():
             logger.info(
@@ -386,14 +459,30 @@ class Trainer:
                 self.lr_schedule.state_dict(),
                 ckpt.step,
             )
-        set_rng_state(ckpt.state["rng"])
+        if self.out_dir is not None and self.dist.is_main:
+            read_metrics(self.out_dir / METRICS_FILE)  # malformed records refuse before writing
+            self._truncate_at = ckpt.step
         self.step = ckpt.step
         self._start_window(ckpt.step, time.perf_counter())
         self._elapsed_before = float(ckpt.state.get("elapsed", 0.0))
         self._last_loss = float(ckpt.state.get("last_loss", math.nan))
         self.last_checkpoint = ckpt.path
-        if self.out_dir is not None and self.dist.is_main:
-            _truncate_metrics(self.out_dir / METRICS_FILE, ckpt.step)
+        self._owns_out_dir = True
+
+    def _check_run_id(self, ckpt: Checkpoint) -> None:
+        theirs = ckpt.run_id
+        if theirs is None or theirs == self.run_id:
+            return
+        own_dir = ckpt.path.parent.parent
+        if self.out_dir is None or _same_path(own_dir, self.out_dir):
+            self.run_id = theirs  # continuing that run (in its own directory, or nowhere)
+            return
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} belongs to run {theirs}, but this trainer writes run "
+            f"{self.run_id} into {self.out_dir}: restoring it would mix two runs; continue "
+            f"that run with Trainer.resume({str(own_dir)!r}, ...), or load only its weights "
+            "with model.load_state_dict(load_checkpoint(...).model)"
+        )
 
     # ------------------------------------------------------------------ the loop
     def fit(self, until_step: int | None = None) -> TrainResult:
@@ -418,10 +507,12 @@ class Trainer:
                 f"until_step must be in [{self.step}, {self.config.steps}] (current step, "
                 f"config.steps), got {until_step}"
             )
-        self._open_metrics()
+        locked = self._claim_out_dir()
         prefetcher = None
         try:
-            self._flush_window()  # what an interrupted fit left behind (re-raises its NaN)
+            self._open_metrics()
+            with self._collectives(f"at step {self.step}"):
+                self._flush_window()  # what an interrupted fit left behind (re-raises its NaN)
             start_step, t_start = self.step, time.perf_counter()
             self._t_fit = t_start
             self._start_window(start_step, t_start)
@@ -432,12 +523,15 @@ class Trainer:
                 batches = ((k, self.batches.batch_at(k)) for k in range(start_step, stop))
             else:
                 batches = _take(prefetcher, stop)
-            self._run(batches, stop)
-            self._finish(stop)
+            with self._collectives("at step {step}"):
+                self._run(batches, stop)
+                self._finish(stop)
         finally:
             if prefetcher is not None:
                 prefetcher.close()
             self._close_metrics()
+            if locked:
+                lock.release(self.out_dir)  # type: ignore[arg-type]
         wall = time.perf_counter() - t_start
         self._elapsed_before += wall
         done = self.step - start_step
@@ -645,6 +739,7 @@ class Trainer:
                 optimizer=self.optimizer.state_dict(),
                 extra=self._extra_state(),
                 keep=self.config.keep_checkpoints,
+                run_id=self.run_id,
             )
             logger.info("saved checkpoint %s", path)
             self._emit("on_checkpoint", step, path)
@@ -685,10 +780,58 @@ class Trainer:
         ):
             self._checkpoint(stop)
 
+    @contextlib.contextmanager
+    def _collectives(self, where: str) -> Iterator[None]:
+        """Turn a failed collective (a silent rank) into one error naming the rank."""
+        try:
+            yield
+        except RuntimeError as err:
+            if not (self.dist.enabled and distributed.is_comm_failure(err)):
+                raise
+            raise distributed.unresponsive_error(
+                self.dist,
+                err,
+                timeout=self.config.dist_timeout,
+                where=where.format(step=self.step + 1),
+            ) from None
+
+    def _claim_out_dir(self) -> bool:
+        """Rank 0 checks that ``out_dir`` is this run's and locks it; returns whether it locked.
+
+        All ranks learn rank 0's verdict (one collective), so a refusal stops every rank.
+        """
+        refusal: Exception | None = None
+        locked = False
+        if self.out_dir is not None and self.dist.is_main:
+            try:
+                if not self._owns_out_dir:
+                    _check_fresh_out_dir(self.out_dir)
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                lock.acquire(self.out_dir)
+                locked = True
+                self._owns_out_dir = True  # from now on out_dir holds this run
+            except (ValueError, OSError, lock.RunLockedError) as err:
+                refusal = err
+        if self.dist.enabled and self.out_dir is not None:
+            flag = torch.tensor([1.0 if refusal is not None else 0.0], device=self.device)
+            with self._collectives("while starting"):
+                distributed.all_reduce_(flag, self.dist, "sum")
+            if refusal is None and flag.item() > 0:
+                raise RuntimeError(f"rank 0 refused to write {self.out_dir} (see its message)")
+        if refusal is not None:
+            raise refusal
+        return locked
+
     def _open_metrics(self) -> None:
         if self.out_dir is not None and self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._metrics = open(self.out_dir / METRICS_FILE, "a")  # closed by fit
+            path = self.out_dir / METRICS_FILE
+            if self._truncate_at is not None:
+                truncate_metrics(path, self._truncate_at)
+                self._truncate_at = None
+            try:
+                self._metrics = open(path, "a")  # closed by fit
+            except OSError as err:
+                raise write_error(path, err) from None
 
     def _close_metrics(self) -> None:
         if self._metrics is not None:
@@ -697,8 +840,11 @@ class Trainer:
 
     def _write_record(self, record: dict[str, Any]) -> None:
         if self._metrics is not None:
-            self._metrics.write(json.dumps(record) + "\n")
-            self._metrics.flush()
+            try:
+                self._metrics.write(json.dumps(record) + "\n")
+                self._metrics.flush()
+            except OSError as err:
+                raise write_error(Path(self._metrics.name), err) from None
 
     def _emit(self, method: str, *args: Any) -> None:
         if self.dist.is_main:
@@ -729,6 +875,49 @@ def _take(prefetcher: Iterator[tuple[int, Batch]], stop: int) -> Iterator[tuple[
         yield k, batch
         if k + 1 >= stop:
             return
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_one_run(run_dir: str | Path, ckpt: Checkpoint) -> None:
+    """Every checkpoint of ``run_dir`` must carry the run id of ``ckpt`` (the latest)."""
+    if ckpt.run_id is None:
+        return
+    for path in list_checkpoints(run_dir):
+        try:
+            other = json.loads((path / STATE_FILE).read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: reported when (if ever) it is loaded
+        if isinstance(other, str) and other != ckpt.run_id:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} belongs to run {ckpt.run_id} but {path} of the same "
+                f"directory to run {other}: one was copied from another run; remove it"
+            )
+
+
+def _check_fresh_out_dir(out_dir: Path) -> None:
+    """A fresh trainer must not write into a directory that holds another run."""
+    found = []
+    if list_checkpoints(out_dir):
+        found.append(f"{CHECKPOINT_DIR}/")
+    metrics = out_dir / METRICS_FILE
+    if metrics.exists() and (metrics.is_dir() or metrics.stat().st_size > 0):
+        found.append(METRICS_FILE)
+    if found:
+        raise ValueError(
+            f"out_dir {out_dir} already holds a run ({', '.join(found)}); continue it with "
+            "Trainer.resume(out_dir, ...), or train into another (or an empty) directory"
+        )
 
 
 def _check_trainer_state(ckpt: Checkpoint) -> None:
@@ -813,16 +1002,6 @@ def _eval_results(raw: Any) -> dict[str, float]:
             raise TypeError(f"eval_fn result {key!r} must be a number, got {value!r}")
         out[key] = float(value)
     return out
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records after ``step`` (written after the checkpoint a run resumes from)."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    if len(keep) != len(lines):
-        atomic_write_text(path, "".join(keep))
 
 
 def _check_device(device: torch.device) -> None:

@@ -6,6 +6,7 @@ offending value and says what was expected. Checks run once at a boundary, never
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -97,3 +98,38 @@ def check_in_choices(value: Any, choices: Iterable[str], name: str) -> str:
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; choose one of {options}")
     return value
+
+
+def signature_error(fn: Any, params: tuple[str, ...], name: str) -> TypeError | None:
+    """A ``TypeError`` naming the expected call if ``fn`` cannot take ``len(params)`` arguments.
+
+    Used *after* a call raised ``TypeError`` (so a correct call costs nothing): ``None`` when
+    the signature does fit (the error came from inside ``fn``) or cannot be inspected. For a
+    ``torch.nn.Module`` the signature of its ``forward`` is checked; wrappers that hold the
+    callable as ``.model`` or ``.field`` are looked into one level.
+
+    Args:
+        fn: the callable (a network, a velocity field, a flow map).
+        params: the positional parameters it is called with, e.g. ``("x", "t", "cond")``;
+            the last one is shown as optional (``cond=None``).
+        name: what ``fn`` is, for the message (``"model"``, ``"field"``).
+    """
+    expected = ", ".join([*params[:-1], f"{params[-1]}=None"])
+    for candidate in (fn, getattr(fn, "model", None), getattr(fn, "field", None)):
+        if candidate is None or not callable(candidate):
+            continue
+        target = candidate.forward if isinstance(candidate, torch.nn.Module) else candidate
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):  # builtins, some C extensions
+            continue
+        try:
+            sig.bind(*([None] * len(params)))
+        except TypeError:
+            what = type(candidate).__name__
+            shown = f"{what}.forward{sig}" if isinstance(candidate, torch.nn.Module) else f"{sig}"
+            return TypeError(
+                f"{name} must be called as {name}({', '.join(params)}) and so define "
+                f"forward({expected}) (a function: ({expected})); got {shown}"
+            )
+    return None

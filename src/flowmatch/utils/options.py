@@ -217,13 +217,6 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
-        if (
-            type(None) in args
-            and str not in args
-            and isinstance(value, str)
-            and value.lower() in ("none", "null")
-        ):
-            return None  # TOML has no null: "none" unsets an optional number (not a str option)
         for arg in args:
             try:
                 return _coerce(value, arg, name)
