@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -105,3 +107,37 @@ def test_symmetric_run_generates_and_classifies(tmp_path):
         )
         api.train_run(cfg2, tr2, out_dir=plain)
         classify(api.load_run(plain), torch.zeros(2, 2))
+
+
+def test_classify_checks_its_arguments_and_the_cli_reports_accuracy(tmp_path, capsys):
+    from flowmatch.api.symmetric import classify_dataset
+    from flowmatch.cli.main import main
+
+    overrides = ["objective.kind=symmetric", "source.kind=symmetric_labels", "model.kind=mlp"]
+    overrides += ["model.hidden=16", "model.depth=1", "train.log_every=5"]
+    overrides += ["train.checkpoint_every=0", "sample.num_samples=4", "train.batch_size=64"]
+    cfg, train, test = api.resolve_config(data="digits", steps=3, overrides=overrides)
+    api.train_run(cfg, train, out_dir=tmp_path / "run")
+    run = api.load_run(tmp_path / "run")
+    x = run.to_data_space(test.x[:4])
+    with pytest.raises(ValueError, match="multiple of midpoint's 2 stages"):
+        classify(run, x, solver="midpoint", nfe=3)
+    with pytest.raises(ValueError, match="not"):
+        classify(run, x, solver="dopri5", nfe=4)
+    with pytest.raises(ValueError, match="unknown solver"):
+        classify(run, x, solver="nope")
+    with pytest.raises(ValueError, match=r"x must be \(N, \*\(1, 8, 8\)\)"):
+        classify(run, x.reshape(4, -1))
+    res = classify_dataset(run, test, nfe=2)
+    assert res["num_samples"] == len(test) and 0 <= res["accuracy"] <= 1
+    assert len(res["per_class"]) == 10
+    # Same seed, same predictions (the label block's noise is seeded).
+    torch.testing.assert_close(classify(run, x, nfe=2)[1], classify(run, x, nfe=2)[1])
+    out = tmp_path / "acc.json"
+    assert main(["classify", str(tmp_path / "run"), "--nfe", "2", "--out", str(out)]) == 0
+    assert f"{res['accuracy']:.4f}" in capsys.readouterr().out
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(res["accuracy"])
+    assert (
+        main(["classify", str(tmp_path / "run"), "--out", str(tmp_path / "run/config.json")]) == 2
+    )
+    assert "would overwrite" in capsys.readouterr().err
