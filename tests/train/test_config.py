@@ -9,11 +9,12 @@ def test_defaults_match_the_design():
     cfg = TrainConfig()
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.betas) == (5000, 256, 1e-3, (0.9, 0.999))
     assert (cfg.lr_schedule, cfg.grad_clip, cfg.ema_decay, cfg.precision) == (
-        "cosine",
-        1.0,
+        "constant",
+        None,
         0.999,
         "fp32",
     )
+    assert (cfg.warmup_steps, cfg.min_lr_ratio) == (0, 0.0)
     assert (cfg.log_every, cfg.eval_every, cfg.checkpoint_every, cfg.keep_checkpoints) == (
         100,
         0,

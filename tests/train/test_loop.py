@@ -367,7 +367,8 @@ def test_nan_loss_reports_exact_step_and_writes_no_broken_checkpoint(tmp_path):
 
 
 def test_nan_gradient_is_reported_as_grad_norm(tmp_path):
-    trainer = _nan_run(tmp_path, NaNGradAt(make_model(), bad_call=11))
+    # With clipping the gradient norm is computed at every step, so its NaN is found exactly.
+    trainer = _nan_run(tmp_path, NaNGradAt(make_model(), bad_call=11), grad_clip=1.0)
     with pytest.raises(NonFiniteError, match=r"grad_norm became non-finite .* at step 12") as ei:
         trainer.fit()
     assert (ei.value.step, ei.value.quantity) == (12, "grad_norm")
@@ -380,6 +381,14 @@ def test_nan_gradient_without_clipping_shows_in_the_next_loss(tmp_path):
     trainer = _nan_run(tmp_path, NaNGradAt(make_model(), bad_call=11), grad_clip=None)
     with pytest.raises(NonFiniteError, match=r"loss became non-finite .* at step 13"):
         trainer.fit()
+
+
+def test_checkpoint_between_log_points_without_clipping(tmp_path):
+    # grad_clip=None measures the gradient norm at log points only; a checkpoint (or eval)
+    # between two of them sees a window without one, which used to crash the finiteness check.
+    trainer = _nan_run(tmp_path, make_model(), grad_clip=None, log_every=10, checkpoint_every=15)
+    assert trainer.fit().step == 20
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000015", "step_0000020"]
 
 
 def test_nan_in_last_partial_window_prevents_final_checkpoint(tmp_path):

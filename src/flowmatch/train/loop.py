@@ -125,7 +125,8 @@ class Trainer:
 
     ``L = mean_i step(modules, batch_k, g_k).loss_i``; ``g = grad L``;
     ``g <- g min(1, c / |g|)``; ``theta <- AdamW(theta, g, lr_k)``;
-    ``theta_ema <- lerp(theta_ema, theta, 1 - decay)`` for every trained module.
+    ``theta_ema <- lerp(theta_ema, theta, 1 - d_k)`` for every trained module, with
+    ``d_k = min(ema_decay, (1 + k) / (10 + k))`` (:class:`EMA`'s warm-up).
 
     Only rank 0 writes ``out_dir`` (``metrics.jsonl``, ``checkpoints/``) and calls callbacks;
     it holds the run directory's lock (:mod:`flowmatch.train.lock`) while ``fit`` runs. A
@@ -435,6 +436,16 @@ class Trainer:
                         f"{ckpt.path / module_file(name, ema=True)} does not fit the EMA of "
                         f"{name!r}: {_first_line(err)}"
                     ) from None
+            counts = ckpt.state.get("ema")  # None: written before the EMA warm-up
+            if counts is not None and not isinstance(counts, dict):
+                raise ValueError(
+                    f"{ckpt.path / 'state.json'}: 'ema' must map module names to EMA states, "
+                    f"got {counts!r}"
+                )
+            for name, ema in self.emas.items():
+                ema.load_extra_state(
+                    None if counts is None else counts.get(name, {}), step=ckpt.step
+                )
         saved = ckpt.state.get("frozen", {})
         if saved and saved != self._fingerprints:
             raise ValueError(
@@ -751,6 +762,9 @@ class Trainer:
         return {
             "lr_schedule": self.lr_schedule.state_dict(),
             "lr": self._lr,
+            "ema": None
+            if self.emas is None
+            else {n: e.extra_state() for n, e in self.emas.items()},
             "rng": rng_state(),
             "config": self.config.to_dict(),
             "run_config": self.run_config,
@@ -864,6 +878,8 @@ class Trainer:
 
 def _first_nonfinite(values: Tensor, inf: Tensor) -> Tensor:
     """Index (float64) of the first non-finite entry of ``values``, or ``inf`` if none."""
+    if values.numel() == 0:  # no grad norm measured in the window (grad_clip=None)
+        return inf
     bad = ~torch.isfinite(values)
     # argmax returns the first maximal index, i.e. the first True.
     return torch.where(bad.any(), bad.to(torch.uint8).argmax().double(), inf)
