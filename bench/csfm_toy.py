@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--arms", default=",".join(ARMS))
     args = parser.parse_args()
     setup()
     steps = 40 if args.quick else args.steps
@@ -65,7 +66,8 @@ def main() -> None:
     gt = ground_truth(16, 200)
     t0 = time.perf_counter()
     curves: dict[str, list[dict[str, Any]]] = {}
-    for arm, over in ARMS.items():
+    for arm in args.arms.split(","):
+        over = ARMS[arm]
         for seed in seeds:
             extra = [
                 f"train.checkpoint_every={every}",

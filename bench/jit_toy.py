@@ -94,17 +94,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--dims", default=",".join(map(str, DIMS)))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arm names")
     args = parser.parse_args()
     setup()
     steps = 30 if args.quick else args.steps
     dims = [int(d) for d in args.dims.split(",")]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    arms = args.arms.split(",")
     print(f"Machine: {machine_info()}")
     ref = sample_toy("spirals", 2000, generator=torch.Generator().manual_seed(8))
     t0 = time.perf_counter()
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for dim in dims:
-        for arm in ARMS:
+        for arm in arms:
             for seed in seeds:
                 r = evaluate(dim, arm, seed, steps, ref)
                 results.setdefault(str(dim), {}).setdefault(arm, []).append(r)
@@ -112,18 +114,15 @@ def main() -> None:
     total = time.perf_counter() - t0
     headers = [
         "D",
-        *[f"W2 {a}" for a in ARMS],
-        *[f"off-subspace {a}" for a in ("x1 (v-loss)", "velocity", "x0 (v-loss)")],
+        *[f"W2 {a}" for a in arms],
+        *[f"off-subspace {a}" for a in arms if "shift" not in a],
     ]
     rows = []
     for dim, by_arm in results.items():
         rows.append(
             [dim]
-            + [fmt([r["w2"] for r in by_arm[a]], 3) for a in ARMS]
-            + [
-                fmt([r["off_subspace"] for r in by_arm[a]], 3)
-                for a in ("x1 (v-loss)", "velocity", "x0 (v-loss)")
-            ]
+            + [fmt([r["w2"] for r in by_arm[a]], 3) for a in arms]
+            + [fmt([r["off_subspace"] for r in by_arm[a]], 3) for a in arms if "shift" not in a]
         )
     print()
     print(table(headers, rows))

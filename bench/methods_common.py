@@ -1,9 +1,10 @@
 """Shared pieces of the training-method benchmarks (issue 9): cached runs and their scores.
 
 Every run is trained end to end through ``flowmatch.api`` (what ``flowmatch train`` does),
-cached under ``bench/results/cache/`` (git-ignored) keyed by its settings, and reused by every
-script that asks for the same settings, so the tables share baselines and a rerun costs only
-the evaluation. Time per step is the median of ``1 / steps_per_sec`` over the run's logging
+cached under ``bench/results/cache/`` (git-ignored) keyed by its resolved configuration (every
+option, defaults included, so a change of the library's defaults trains anew), and reused by
+every script that asks for the same settings, so the tables share baselines and a rerun costs
+only the evaluation. Time per step is the median of ``1 / steps_per_sec`` over the run's logging
 windows (the trainer's own clock, excluding evaluation and checkpoints).
 """
 
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from common import RESULTS_DIR
 from flowmatch import api
+from flowmatch.config import to_dict
 from flowmatch.metrics.digits_features import digits_frechet_distance
 from flowmatch.metrics.straightness import straightness
 from flowmatch.metrics.wasserstein import wasserstein2
@@ -30,9 +32,9 @@ CACHE = RESULTS_DIR / "cache"
 EVAL_SAMPLES_2D, EVAL_SAMPLES_DIGITS = 2000, 297
 
 
-def run_key(data: str, overrides: list[str], steps: int, seed: int) -> str:
-    """A short hash of everything that determines a run."""
-    text = json.dumps({"data": data, "o": sorted(overrides), "steps": steps, "seed": seed})
+def run_key(config: dict[str, Any]) -> str:
+    """A short hash of the run's resolved configuration (so a change of defaults retrains)."""
+    text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -43,13 +45,13 @@ def cached_run(
     base = [f"train.seed={seed}", "train.checkpoint_every=0", f"train.log_every={min(100, steps)}"]
     base += ["sample.num_samples=16"]
     full = base + list(overrides)
-    out = CACHE / f"{tag}_seed{seed}_{run_key(data, full, steps, seed)}"
+    cfg, train, test = api.resolve_config(data=data, steps=steps, overrides=full)
+    out = CACHE / f"{tag}_seed{seed}_{run_key(to_dict(cfg))}"
     done = out / "bench.json"
     if done.is_file():
         return api.load_run(out), json.loads(done.read_text())
-    cfg, train, test = api.resolve_config(data=data, steps=steps, overrides=full)
     t0 = time.perf_counter()
-    api.train_run(cfg, train, out_dir=out)
+    api.train_run(cfg, train, out_dir=out, overwrite=out.exists())  # an interrupted run
     wall = time.perf_counter() - t0
     rates = [
         json.loads(line).get("steps_per_sec")

@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--arms", default=",".join(ARMS))
     args = parser.parse_args()
     setup()
     steps = 30 if args.quick else args.steps
@@ -53,7 +54,8 @@ def main() -> None:
     t0 = time.perf_counter()
     res: dict[str, list[dict[str, float]]] = {}
     for batch in (32, 256):
-        for arm, over in ARMS.items():
+        for arm in args.arms.split(","):
+            over = ARMS[arm]
             extra = [] if batch == 256 else [f"train.batch_size={batch}"]
             tag = f"checkerboard_{arm}" if batch == 256 else f"checkerboard_{arm}_b{batch}"
             for seed in seeds:
