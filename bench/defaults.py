@@ -237,8 +237,8 @@ def train_trainer(
         )  # fmt: skip
         history = History()
         trainer = Trainer(model_fn(), FlowMatchingObjective(), data, cfg, callbacks=[history])
-        if arm == "old" and trainer.ema is not None:
-            trainer.ema = EMA(trainer.model, trainer.ema.decay, warmup=False)  # 0.1.0's EMA
+        if arm == "old" and trainer.emas is not None:  # 0.1.0's EMA
+            trainer.emas["model"] = EMA(trainer.model, trainer.emas["model"].decay, warmup=False)
         elapsed = 0.0
         for stop in [s for s in steps if s <= horizon] if constant else [horizon]:
             elapsed += trainer.fit(until_step=stop).wall_time

@@ -58,7 +58,7 @@ def train_and_score(variant: str, seed: int, steps: int, num_samples: int) -> di
         run = api.load_run(out, use_ema=use_ema)
         report = api.evaluate(
             run, test_ds, nfe=[16], solvers=["midpoint"], num_samples=num_samples, seed=seed,
-            dopri5=False, train_ds=train_ds,
+            reference=None, train_ds=train_ds,
         )  # fmt: skip
         row[weights] = report["rows"][0]["fd_digits"]
         row["floor"] = report["floor"]["fd_digits"]
@@ -70,9 +70,13 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="e.g. 'now'")
     args = parser.parse_args()
     setup()
     seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"--variants: unknown {sorted(unknown)}; choose from {list(VARIANTS)}")
     num_samples = 1000
     if args.quick:
         args.steps, seeds, num_samples = 200, [0], 300  # the preset warms up for 200 steps
@@ -83,7 +87,7 @@ def main() -> None:
     t_start = time.perf_counter()
     res: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
-        for variant in VARIANTS:
+        for variant in args.variants.split(","):
             row = train_and_score(variant, seed, args.steps, num_samples)
             print(f"  {variant} seed {seed}: FD ema {row['ema']:.2f} raw {row['raw']:.2f}")
             res.setdefault(variant, []).append(row)

@@ -158,3 +158,47 @@ def test_digits_errors(cache_a: Path, tmp_path: Path) -> None:
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(RuntimeError, match="is unreadable .*delete it to retrain"):
         load_digits_classifier(cache_dir=tmp_path)
+
+
+def _template_noise(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian noise plus the mean image of the intended class: what an EMA that still holds
+    most of its random initialisation sampled (issue: FD ~40, plain accuracy 0.84-0.93)."""
+    x, y = load_digits("train")
+    x = x.reshape(-1, 64).double()
+    means = torch.stack([x[y == c].mean(0) for c in range(10)])
+    labels = torch.arange(n) % 10
+    g = torch.Generator().manual_seed(seed)
+    return means[labels] + torch.randn(n, 64, generator=g, dtype=torch.float64), labels
+
+
+def test_class_acc_is_low_on_noise_and_high_on_digits(cache_a: Path) -> None:
+    ref, _ = load_digits("test")
+    x_train, y_train = load_digits("train")
+    noisy, labels = _template_noise(1000, seed=0)
+    # The plain accuracy reads the template in the noise: that is why eval gates it.
+    assert digits_classifier_accuracy(noisy, labels, cache_dir=cache_a) > 0.5
+    gated = digits_classifier_accuracy(noisy, labels, reference=ref, cache_dir=cache_a)
+    assert gated < 0.25  # measured 0.13
+    pure = torch.randn(1000, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert digits_classifier_accuracy(pure, labels, reference=ref, cache_dir=cache_a) < 0.02
+    real = digits_classifier_accuracy(x_train, y_train, reference=ref, cache_dir=cache_a)
+    assert real > 0.85  # measured 0.92 on the first 1000 training digits
+
+
+def test_class_acc_manifold_arguments_are_checked(cache_a: Path) -> None:
+    x, y = load_digits("test")
+    with pytest.raises(ValueError, match=r"k must be an int >= 1, got 0"):
+        digits_classifier_accuracy(x, y, reference=x, k=0, cache_dir=cache_a)
+    with pytest.raises(ValueError, match=r"reference must hold more than k = 3 digits, got 3"):
+        digits_classifier_accuracy(x, y, reference=x[:3], cache_dir=cache_a)
+
+
+def test_class_acc_is_only_reported_next_to_fd() -> None:
+    from flowmatch.metrics.registry import metrics_for
+
+    with pytest.raises(ValueError, match=r"'class_acc' is reported only next to 'fd_digits'"):
+        metrics_for("image", (1, 8, 8), ("class_acc",), labelled=True)
+    assert set(metrics_for("image", (1, 8, 8), ("fd_digits", "class_acc"), labelled=True)) == {
+        "fd_digits",
+        "class_acc",
+    }

@@ -297,16 +297,34 @@ def digits_predict(x: Tensor, *, cache_dir: str | os.PathLike[str] | None = None
 
 
 def digits_classifier_accuracy(
-    x: Tensor, labels: Tensor, *, cache_dir: str | os.PathLike[str] | None = None
+    x: Tensor,
+    labels: Tensor,
+    *,
+    reference: Tensor | None = None,
+    k: int = 3,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> float:
-    """Fraction of digits the classifier assigns to the intended class.
+    """Fraction of digits the classifier assigns to the intended class (on the data manifold).
 
-    ``acc = (1/N) sum_i [argmax_c logit_c(x_i) == labels_i]``: for class-conditional samples
-    this measures how often a sample looks like the class it was generated for.
+    Without ``reference``: ``acc = (1/N) sum_i [argmax_c logit_c(x_i) == labels_i]``. That alone
+    is not a quality measure: a class-conditional field that outputs noise plus a faint class
+    template scores 0.70 (FD 39) because the classifier still reads the template.
+
+    With ``reference`` (real digits, e.g. the held-out split), a sample counts only if it is
+    also *on the manifold of real digits* in the classifier's feature space: within the
+    ``k``-nearest-neighbour radius of some reference digit (the "improved precision" test of
+    Kynkäänniemi et al. 2019, NeurIPS, eq. 1-2). Then
+    ``acc = (1/N) sum_i [pred(x_i) == labels_i and f(x_i) in manifold(reference)]``, at most
+    the precision. Measured (``k = 3``, 297 held-out digits as reference): real training
+    digits 0.92, the noise-plus-template samples above 0.13, pure Gaussian noise 0.001.
+    ``flowmatch eval`` reports this gated form (metric ``class_acc``), always next to FD.
 
     Args:
         x: digits ``(N, 1, 8, 8)`` or ``(N, 64)`` in ``[-1, 1]``.
         labels: intended classes ``(N,)``, integer dtype, values in ``0..9``.
+        reference: real digits ``(M, 1, 8, 8)`` or ``(M, 64)`` with ``M > k``, or ``None``
+            for the plain accuracy.
+        k: neighbour count of the manifold radius (``>= 1``).
         cache_dir: see ``load_digits_classifier``.
 
     Returns:
@@ -314,7 +332,7 @@ def digits_classifier_accuracy(
 
     Raises:
         TypeError: if ``x`` is not floating or ``labels`` is not an integer tensor.
-        ValueError: for bad shapes or labels outside ``0..9``.
+        ValueError: for bad shapes, labels outside ``0..9``, ``k < 1`` or ``M <= k``.
     """
     fx = _flatten_digits(x, "x")
     check_tensor(labels, "labels")
@@ -329,5 +347,24 @@ def digits_classifier_accuracy(
             f"labels must lie in 0..{NUM_CLASSES - 1}, got values in "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
-    pred = digits_predict(fx, cache_dir=cache_dir)
-    return float((pred == labels.to(pred.device)).double().mean())
+    classifier = load_digits_classifier(cache_dir=cache_dir)
+    correct = classifier.predict(fx).to(labels.device) == labels
+    if reference is not None:
+        correct &= _on_manifold(classifier, fx, _flatten_digits(reference, "reference"), k).to(
+            labels.device
+        )
+    return float(correct.double().mean())
+
+
+def _on_manifold(classifier: DigitsClassifier, fx: Tensor, fr: Tensor, k: int) -> Tensor:
+    """``(N,)`` bool: sample features within the ``k``-NN radius of some reference feature."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if fr.shape[0] <= k:
+        raise ValueError(f"reference must hold more than k = {k} digits, got {fr.shape[0]}")
+    with torch.no_grad():
+        feat_x = classifier.features(fx).double()
+        feat_r = classifier.features(fr.to(fx.device)).double()
+        # k-th neighbour of each reference point among the others (column 0 is itself).
+        radius = torch.cdist(feat_r, feat_r).kthvalue(k + 1, dim=1).values
+        return (torch.cdist(feat_x, feat_r) <= radius[None, :]).any(dim=1)

@@ -170,7 +170,12 @@ class DigitsFD(DigitsMetric):
 
 @METRICS.register("class_acc")
 class DigitsClassAccuracy(DigitsMetric):
-    """Accuracy of the digits classifier on conditional samples (report next to FD only)."""
+    """Class accuracy of conditional digit samples on the real-digit manifold (next to FD only).
+
+    A sample counts when the digits classifier reads its intended label *and* its features
+    lie within the 3-NN radius of a reference digit (Kynkäänniemi et al. 2019), so noise
+    carrying a faint class template does not score as a digit.
+    """
 
     higher_is_better = True
     needs_labels = True
@@ -188,7 +193,7 @@ class DigitsClassAccuracy(DigitsMetric):
 
         if labels is None:
             raise ValueError("class_acc needs the labels the samples were generated for")
-        return digits_classifier_accuracy(samples, labels)
+        return digits_classifier_accuracy(samples, labels, reference=reference)
 
 
 def metrics_for(
@@ -216,6 +221,11 @@ def metrics_for(
             if cls.needs_labels and not labelled:
                 raise ValueError(f"metric {n!r} needs a conditional model (labelled samples)")
             out[n] = cls()
+        if "class_acc" in out and "fd_digits" not in out:
+            raise ValueError(
+                "metric 'class_acc' is reported only next to 'fd_digits' (an accuracy alone "
+                "does not show sample quality): add fd_digits to the metrics"
+            )
         return out
     chosen = [metric_class(e.name) for e in METRICS.entries()]
     return {
