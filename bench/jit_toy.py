@@ -40,7 +40,7 @@ ARMS = {
     "x0 (v-loss)": ["path.prediction=x0", "objective.loss_space=velocity"],
     "x1 (v-loss) + shift": ["path.prediction=x1", "objective.loss_space=velocity", "SHIFT"],
 }
-BASE = ["data.standardize=none", "model.hidden=256", "model.depth=4"]
+BASE = ['data.standardize="none"', "model.hidden=256", "model.depth=4"]
 
 
 def embedding(dim: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from typing import Any
@@ -38,6 +39,11 @@ def ess(run: Any) -> float:
     vals = [json.loads(x).get("wcfm_ess") for x in path.read_text().splitlines() if x.strip()]
     vals = [v for v in vals if v is not None]
     return statistics.mean(vals) if vals else float("nan")
+
+
+def cell(values: list[float]) -> str:
+    """``mean ± std``, or ``-`` for a quantity the arm does not have (NaN, e.g. ESS of CFM)."""
+    return "-" if any(math.isnan(v) for v in values) else fmt(values, 3)
 
 
 def main() -> None:
@@ -71,7 +77,7 @@ def main() -> None:
                 print(f"{arm} B={batch} seed {seed}: {r}", flush=True)
     total = time.perf_counter() - t0
     keys = ("w2_nfe2", "w2_nfe8", "straightness", "ms_per_step", "ess")
-    rows = [[name, *(fmt([r[k] for r in runs], 3) for k in keys)] for name, runs in res.items()]
+    rows = [[name, *(cell([r[k] for r in runs]) for k in keys)] for name, runs in res.items()]
     print()
     print(table(["arm", "W2 Euler 2", "W2 Euler 8", "straightness", "ms/step", "ESS"], rows))
     print(f"\nTotal wall time {total:.0f} s ({total / 60:.1f} min), {steps} steps per run.")
