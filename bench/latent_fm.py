@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
@@ -28,6 +29,11 @@ from methods_common import CACHE, cached_run, dopri5_nfe, quality, test_data
 from training_methods import TASKS, autoencoder_dir
 
 SEEDS = (0, 1, 2)
+
+
+def cell(values: list[float]) -> str:
+    """``mean ± std``, or ``-`` where an arm lacks the quantity (the pixel arm's latent floor)."""
+    return "-" if any(math.isnan(v) for v in values) else fmt(values, 2)
 
 
 def main() -> None:
@@ -70,7 +76,7 @@ def main() -> None:
             print(f"{arm} seed {seed}: {r}", flush=True)
     total = time.perf_counter() - t0
     keys = ("fd_euler4", "fd_euler16", "fd_dopri5", "dopri5_nfe", "latent_floor", "ms_per_step")
-    rows = [[arm, *(fmt([r[k] for r in runs], 2) for k in keys)] for arm, runs in res.items()]
+    rows = [[arm, *(cell([r[k] for r in runs]) for k in keys)] for arm, runs in res.items()]
     floor = fmt([r["floor"] for r in res["pixel"]], 2)
     print()
     print(
