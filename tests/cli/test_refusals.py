@@ -370,7 +370,7 @@ def test_none_unsets_optional_keys_from_the_cli_and_toml(key, tmp_path, capsys):
         (["train", "--dry-run", "--set", "train.lr=1e39"], "train.lr must be a float32-representable"),
         (["train", "--dry-run", "--set", "train.lr=nan"], "train.lr must be finite, got nan"),
         (["train", "--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
-        (["train", "--dry-run", "--set", "train.steps=none"], "train.steps must be an int, got None"),
+        (["train", "--dry-run", "--set", "train.steps=none"], "train.steps must be an int, got 'none' (str)"),
         (["train", "--set", "train.dist_timeout=0", "--dry-run"], "train.dist_timeout must be > 0"),
         (["sample", "RUN", "--guidance", "nan", "--out", "OUT"],
          "argument --guidance: expected a finite number, got 'nan'"),

@@ -168,8 +168,13 @@ def test_none_strings_stay_strings_where_unset_is_not_allowed(tmp_path):
     p.write_text('[train]\nsteps = "none"\n')
     with pytest.raises(ConfigError, match=r"train.steps must be an int, got 'none' \(str\)"):
         from_dict(RunConfig, load_toml(p))
-    with pytest.raises(ConfigError, match=r"train.steps must be an int, got None"):
+    with pytest.raises(ConfigError, match=r"train.steps must be an int, got 'none' \(str\)"):
         from_dict(RunConfig, overrides_dict(["train.steps=none"]))
+    # A string option whose own choice is the word "none" keeps it (it is not "unset").
+    assert from_dict(RunConfig, overrides_dict(["data.standardize=none"])).data.standardize == (
+        "none"
+    )
+    assert from_dict(RunConfig, overrides_dict(["train.grad_clip=none"])).train.grad_clip is None
 
 
 def test_non_utf8_toml_names_the_file(tmp_path):

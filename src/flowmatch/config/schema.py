@@ -315,11 +315,11 @@ def parse_value(text: str) -> Any:
     """Parse the value of ``--set key=value`` as TOML.
 
     ``3``, ``1e-3``, ``true``, ``[1, 2]`` and ``"a"`` parse as TOML; bare words that are not
-    TOML (``midpoint``, ``none``) are taken as strings. ``none`` and ``null`` mean "unset"
-    (``None``) for keys that allow it, e.g. ``train.grad_clip=none``.
+    TOML (``midpoint``, ``none``) are taken as strings. The schema then reads ``none`` and
+    ``null`` as "unset" (``None``) for non-string keys that allow it, e.g.
+    ``train.grad_clip=none``, as it does for TOML files; a string key keeps the word
+    (``data.standardize=none`` is that option's own choice "none").
     """
-    if text.strip().lower() in NONE_WORDS:
-        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
