@@ -136,14 +136,14 @@ def run_context(run: Run, requires: Sequence[str] = ()) -> SamplingContext:
 
 
 def step_noise(run: Run, num_steps: int, num_samples: int, *, seed: int) -> Tensor:
-    """Per-step noise ``(num_steps, N, *D)`` of stochastic samplers (standard normal).
+    """Per-step noise ``(num_steps, N, *model_shape)`` of stochastic samplers (standard normal).
 
     Sample ``i``'s noise depends only on ``(seed, i)`` (drawn in chunks of ``NOISE_CHUNK``
     samples, as ``Run.noise``), so a stochastic sample does not change with the batch size.
     """
     chunks = [
         torch.randn(
-            (num_steps, NOISE_CHUNK, *run.sample_shape),
+            (num_steps, NOISE_CHUNK, *run.model_shape),
             generator=step_generator(seed, _STEP_NOISE_STREAM, k),
         )
         for k in range(math.ceil(num_samples / NOISE_CHUNK))
@@ -388,22 +388,6 @@ def generate(
     x = run.to_data_space(run.decode(torch.cat(out).cpu()))
     seconds = time.perf_counter() - start
     return SampleResult(x, labels, total_nfe, seconds, config.kind, scale, data_cond)
-
-
-def step_noise(run: Run, num_steps: int, num_samples: int, *, seed: int) -> Tensor:
-    """Per-step noise ``(num_steps, N, *model_shape)`` of stochastic samplers (standard normal).
-
-    Sample ``i``'s noise depends only on ``(seed, i)`` (drawn in chunks of ``NOISE_CHUNK``
-    samples, as ``Run.noise``), so a stochastic sample does not change with the batch size.
-    """
-    chunks = [
-        torch.randn(
-            (num_steps, NOISE_CHUNK, *run.model_shape),
-            generator=step_generator(seed, _STEP_NOISE_STREAM, k),
-        )
-        for k in range(math.ceil(num_samples / NOISE_CHUNK))
-    ]
-    return torch.cat(chunks, dim=1)[:, :num_samples].to(run.device)
 
 
 def _conditions(
