@@ -31,7 +31,7 @@ ORDER = (
     "train_overhead.py",
     "ot_throughput.py",
 )
-NOT_BENCHMARKS = {"common.py", "run_all.py", "suite_common.py"}
+NOT_BENCHMARKS = {"common.py", "methods_common.py", "run_all.py", "suite_common.py"}
 # Short settings for scripts that have no --quick flag (used only when they lack one).
 QUICK_ARGS = {
     "train_overhead.py": ["--blocks", "3", "--block", "10"],

@@ -30,6 +30,18 @@ def _all(concept: str) -> list[str]:
     return registries()[concept].names()
 
 
+# Kinds that only build together with another section's kind (a learned source and the
+# objectives that train it), and the conditioning they need.
+COMPANIONS = {
+    "learned_gaussian": {"objective": {"kind": "csfm"}},
+    "csfm": {"source": {"kind": "learned_gaussian"}},
+    "crossflow": {"source": {"kind": "learned_gaussian"}, "model": {"conditional": "yes"}},
+    "dtm": {"model": {"kind": "dtm"}},
+    "symmetric": {"source": {"kind": "symmetric_labels"}, "model": {"conditional": "yes"}},
+    "symmetric_labels": {"objective": {"kind": "symmetric"}, "model": {"conditional": "yes"}},
+}
+
+
 def test_every_concept_has_a_registry():
     names = set(registries())
     assert {"path", "coupling", "time sampler", "source", "objective", "model", "sampler"} <= names
@@ -43,9 +55,10 @@ def test_every_concept_has_a_registry():
 def test_section_kinds_round_trip(section, name):
     # config -> object -> resolved config (JSON) -> config: equal, and the object builds.
     shape = (1, 8, 8) if name == "unet" else (2,)
-    cond = CondSpec(num_classes=3) if name == "class_ot" else CondSpec()
+    labelled = name in ("class_ot", "crossflow", "symmetric", "symmetric_labels")
+    cond = CondSpec(num_classes=3) if labelled else CondSpec()
     extra = {"model": {"conditional": "yes"}} if name == "class_ot" else {}
-    raw = {section: {"kind": name}, **extra}
+    raw = {section: {"kind": name}, **extra, **COMPANIONS.get(name, {})}
     # What resolve_config adds: an objective's needs of the run (a two-time model, ...).
     raw = fill_missing(raw, objective_run_defaults(raw))
     cfg = from_dict(RunConfig, raw)

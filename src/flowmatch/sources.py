@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -27,7 +27,42 @@ def _build_source(
 
 
 class Source(ABC):
-    """A source distribution with sampling and log-density."""
+    """A source distribution with sampling and log-density.
+
+    Optional hooks (defaults: nothing to fit, unconditional):
+
+    - ``fit(x1)`` / ``fitted_state()`` / ``load_fitted_state(state)``: a data-dependent source
+      (e.g. the norm-aligned Gaussian) fits itself on the training data once, before training;
+      the fitted state (JSON) is stored with the run, so loading the run rebuilds the same
+      source without the data.
+    - ``conditional = True``: samples depend on the condition (learned sources such as CSFM);
+      such a source maps standard-normal noise and a condition to ``x0`` with
+      ``transform(eps, cond)`` and has ``log_prob(x, cond)``.
+
+    Attributes:
+        conditional: whether samples depend on the condition.
+        has_log_prob: whether :meth:`log_prob` is available (likelihoods need it).
+    """
+
+    conditional: ClassVar[bool] = False
+    has_log_prob: bool = True
+
+    def fit(self, x1: Tensor) -> None:
+        """Fit data-dependent state on training data ``x1`` ``(N, *D)`` (default: nothing)."""
+        return None
+
+    def fitted_state(self) -> dict[str, Any]:
+        """The fitted state as a JSON-serialisable dict (default: empty)."""
+        return {}
+
+    def load_fitted_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`fitted_state` (default: only the empty state).
+
+        Raises:
+            ValueError: a non-empty state for a source that fits nothing.
+        """
+        if state:
+            raise ValueError(f"{type(self).__name__} fits no state, got keys {sorted(state)}")
 
     @abstractmethod
     def sample(

@@ -139,7 +139,7 @@ def test_check_grid_full_requires_endpoints():
         (
             lambda: make_grid("karras", 4),
             ValueError,
-            r"unknown grid 'karras'; choose one of \[.*'edm', 'shifted', 'uniform', 'values'\]",
+            r"unknown grid 'karras'; choose one of \[.*'aligned', .*'edm', 'shifted', 'uniform', 'values'\]",
         ),
         (lambda: make_grid("uniform", 0), ValueError, "num_steps must be >= 1, got 0"),
         (lambda: make_grid("uniform", 2.0), TypeError, r"num_steps must be an int, got 2\.0"),

@@ -10,10 +10,13 @@ import torch
 from scipy import stats
 
 from flowmatch.times import TIME_SAMPLERS, LogitNormalTime, TimeSampler, UniformTime
+from flowmatch.times.shifted import ShiftedLogitNormalTime
 
 CASES: list[TimeSampler] = [cls() for cls in TIME_SAMPLERS.values()] + [
     LogitNormalTime(-0.8, 0.8),
     LogitNormalTime(1.0, 2.0),
+    ShiftedLogitNormalTime(0.0, 1.0, shift=3.0),
+    ShiftedLogitNormalTime(-0.8, 0.8, shift=0.5),
 ]
 IDS = [repr(s) for s in CASES]
 
@@ -23,7 +26,7 @@ def _cdf(sampler: TimeSampler):
 
 
 def test_registry_names():
-    assert set(TIME_SAMPLERS) == {"uniform", "logit_normal"}
+    assert set(TIME_SAMPLERS) == {"uniform", "logit_normal", "shifted_logit_normal"}
     for name, cls in TIME_SAMPLERS.items():
         assert cls.name == name
 

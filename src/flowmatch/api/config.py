@@ -97,7 +97,8 @@ def resolve_config(
     train_ds, test_ds = load_data(data_cfg)
     for ds in (train_ds, test_ds):
         ds.meta["given"] = given
-    preset, notes = preset_for(train_ds.meta.get("kind", ""), raw, cond_kinds=train_ds.cond_kinds)
+    kind = "latent" if data_cfg.latent is not None else train_ds.meta.get("kind", "")
+    preset, notes = preset_for(kind, raw, cond_kinds=train_ds.cond_kinds)
     needs = objective_run_defaults(raw)
     if needs:
         notes = [*notes, f"objective {_objective_kind(raw)!r} sets {needs} unless given"]
@@ -194,11 +195,14 @@ def check_with_data(cfg: RunConfig, train_ds: ArrayDataset) -> None:
             f"={cfg.sample.guidance} needs a conditional model (data with labels or "
             "conditions); use 1.0",
         )
+    from flowmatch.api.latent import latent_shape
+
+    shape = latent_shape(cfg.data.latent, train_ds.sample_shape)  # the codes of a latent run
     try:  # shape and conditioning checks of the model builder, on the meta device (no memory)
         import torch
 
         with torch.device("meta"):
-            build_model(cfg.model, train_ds.sample_shape, cond)
+            build_model(cfg.model, shape, cond)
     except ValueError as err:
         raise ConfigError("model", str(err)) from None
 
@@ -264,13 +268,19 @@ def _check_info(info: dict[str, Any], where: str) -> None:
     missing = sorted(need - set(data))
     if missing:
         raise ValueError(f"{where!r}: data lacks {missing} (needs {sorted(need)})")
+
+    def is_shape(v: Any) -> bool:
+        return (
+            isinstance(v, list)
+            and bool(v)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)
+        )
+
     shape = data["sample_shape"]
-    if not (
-        isinstance(shape, list)
-        and shape
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
-    ):
+    if not is_shape(shape):
         raise bad("data.sample_shape", "a non-empty list of positive ints", shape)
+    if "model_shape" in data and not is_shape(data["model_shape"]):  # a latent run's codes
+        raise bad("data.model_shape", "a non-empty list of positive ints", data["model_shape"])
     if not isinstance(data["labelled"], bool):
         raise bad("data.labelled", "true or false", data["labelled"])
     k = data["num_classes"]

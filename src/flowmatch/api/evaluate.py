@@ -108,7 +108,10 @@ def evaluate(
     Returns:
         ``{"rows": [...], "floor": {...}, "num_samples": n, "step": run.step, "space": ...}``
         plus ``nll`` and ``straightness`` for low-dimensional unconditional vector data and
-        ``conditional`` for runs conditioned on values.
+        ``conditional`` for runs conditioned on values, and ``latent_floor`` for latent runs
+        (``data.latent``) given ``train_ds``: the floor's training subset passed through the
+        latent space (``decode(encode(x))``) and scored against the reference, i.e. what a
+        perfect flow on the codes would score, the floor the decoder sets.
     """
     ec = run.config.eval
     if reference == "default":
@@ -118,10 +121,14 @@ def evaluate(
             "reference", f"must be a sampler config, None or 'default', got {reference!r}"
         )
     budgets = ec.nfe if nfe is None else nfe
-    solvers, reference, notes = fit_to_field(
-        run, list(ec.solvers if solvers is None else solvers), reference
-    )
-    plan = eval_plan(run, budgets, solvers, reference)
+    if getattr(run.field, "field_kind", "velocity") == "transition":
+        # A transition model (DTM) is valid only with its own sampler and number of steps.
+        plan, notes = [run.sample.solver], list[str]()
+    else:
+        solvers, reference, notes = fit_to_field(
+            run, list(ec.solvers if solvers is None else solvers), reference
+        )
+        plan = eval_plan(run, budgets, solvers, reference)
     n = min(ec.num_samples if num_samples is None else num_samples, len(test_ds))
     check_positive_int(n, "num_samples", minimum=2)
     scorer = Scorer(run, test_ds, n, metrics=ec.metrics if metrics is None else tuple(metrics))
@@ -141,10 +148,15 @@ def evaluate(
         "space": scorer.space,
         "notes": notes,
     }
+    if run.latent is not None and train_ds is not None:
+        # What a perfect latent flow scores: training codes, decoded, against the reference.
+        latent_floor = scorer.floor(train_ds, through=run.latent.reconstruct)
+        latent_floor.pop("cond_w2_bins", None)
+        report["latent_floor"] = latent_floor
     if scorer.edges is not None:
         report["conditional"] = conditional_section(scorer, rows, floor)
     shape = test_ds.sample_shape
-    if len(shape) == 1 and shape[0] <= MAX_DIM_FLOW_METRICS:
+    if len(shape) == 1 and shape[0] <= MAX_DIM_FLOW_METRICS and run.latent is None:
         if field_kind(run.field) == "velocity":
             report.update(flow_metrics(run, test_ds, num_samples=min(n, 500), seed=seed))
         else:
@@ -246,14 +258,19 @@ class Scorer:
             out["cond_w2_bins"] = bins
         return out
 
-    def floor(self, train_ds: ArrayDataset) -> dict[str, Any]:
-        """What real data scores: a random training subset of the same size as the reference."""
+    def floor(self, train_ds: ArrayDataset, *, through: Any = None) -> dict[str, Any]:
+        """What real data scores: a random training subset of the same size as the reference.
+
+        ``through`` maps the model-space subset first (e.g. a latent space's
+        ``reconstruct``: the floor of decoded codes).
+        """
         idx = _subset_index(len(train_ds), self.n, _FLOOR_STREAM)
         labels = None
         if self.run.num_classes is not None and train_ds.labels is not None:
             labels = train_ds.labels[idx]
         cond = data_condition(self.run, train_ds, idx)
-        return self(self.run.to_data_space(train_ds.x[idx]), labels=labels, cond=cond)
+        x = train_ds.x[idx] if through is None else through(train_ds.x[idx].cpu())
+        return self(self.run.to_data_space(x), labels=labels, cond=cond)
 
 
 def data_condition(run: Run, ds: ArrayDataset, idx: Tensor) -> Condition | None:
@@ -332,6 +349,8 @@ def flow_metrics(
     from flowmatch.solvers import log_likelihood
 
     if run.cond.conditional or getattr(run.field, "field_kind", "velocity") != "velocity":
+        return {}
+    if not run.source.has_log_prob:  # e.g. a toy source without a closed-form density
         return {}
     z = _subset(test_ds.x, num_samples, _REFERENCE_STREAM).to(run.device)
     logp = log_likelihood(run.field, z, source=run.source).log_prob

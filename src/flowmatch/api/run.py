@@ -12,10 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from flowmatch.api.config import data_fingerprint, read_run_info, stored_config
-from flowmatch.config.build import build_modules, build_parts, build_step
+from flowmatch.api.latent import latent_from_info
+from flowmatch.config.build import build_modules, build_parts, build_step, restore_source
 from flowmatch.config.schema import RunConfig, SampleConfig
 from flowmatch.data.batch import ArrayDataset, Standardizer
-from flowmatch.interfaces import CondSpec
+from flowmatch.interfaces import Cond, CondSpec, cond_to
+from flowmatch.latent.space import LatentSpace
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
 from flowmatch.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
@@ -37,7 +39,8 @@ class Run:
         field: what sampling integrates: a velocity field ``(x, t, cond) -> (B, *D)`` whatever
             the network predicts (an ``x1``/``x0``-prediction is converted through the path),
             or a flow map for two-time methods.
-        source: the source distribution ``p0`` the run was trained from.
+        source: the source distribution ``p0`` the run was trained from (its fitted state
+            restored, e.g. a norm-aligned scale; the trained module for a learned source).
         path: the probability path.
         standardizer: maps model space to data space (``inverse``).
         cond: the conditioning the model takes (empty for an unconditional run).
@@ -50,6 +53,8 @@ class Run:
             is computed once per run (e.g. ``grids.json``: BOSS grids).
         values_standardizer: maps data-space condition values to what the model sees
             (``None``: values used as given, or no values).
+        latent: the latent space the flow lives in (``data.latent``), or ``None``: samples
+            are decoded (:meth:`decode`) before :meth:`to_data_space`.
     """
 
     modules: dict[str, nn.Module]
@@ -65,6 +70,7 @@ class Run:
     info: dict[str, Any]
     directory: Path | None = None
     values_standardizer: Standardizer | None = None
+    latent: LatentSpace | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -82,6 +88,19 @@ class Run:
         return tuple(self.info["data"]["sample_shape"])
 
     @property
+    def model_shape(self) -> tuple[int, ...]:
+        """Shape of one state of the flow: the code shape of a latent run, else ``D``."""
+        return model_shape(self.info)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Flow states ``(N, *model_shape)`` as model-space samples ``(N, *D)``."""
+        return z if self.latent is None else self.latent.decode(z)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Model-space samples ``(N, *D)`` as flow states (codes of a latent run)."""
+        return x if self.latent is None else self.latent.encode(x)
+
+    @property
     def device(self) -> torch.device:
         """Where the modules live."""
         return next(self.model.parameters()).device
@@ -90,19 +109,34 @@ class Run:
         """Map model-space samples ``(N, *D)`` to data space."""
         return self.standardizer.inverse(x)
 
-    def noise(self, num_samples: int, *, seed: int) -> Tensor:
+    def noise(self, num_samples: int, *, seed: int, cond: Cond = None) -> Tensor:
         """Source samples ``(N, *D)`` where sample ``i`` depends only on ``(seed, i)``.
 
         Drawn in fixed chunks of :data:`NOISE_CHUNK` samples, each from its own generator,
         so a sample does not change with the batch size or the number of samples requested.
+        A condition-dependent source (``source.conditional``, e.g. a learned CSFM source)
+        maps standard-normal noise drawn the same way and each sample's condition ``cond``
+        (``N`` rows, model space) to ``x0``.
 
         Raises:
             TypeError, ValueError: ``num_samples`` is not an int ``>= 1``.
         """
         check_positive_int(num_samples, "num_samples")
+        if self.source.conditional:
+            eps = [
+                torch.randn(
+                    (NOISE_CHUNK, *self.model_shape),
+                    generator=step_generator(seed, _NOISE_STREAM, k),
+                )
+                for k in range(math.ceil(num_samples / NOISE_CHUNK))
+            ]
+            with torch.no_grad():
+                return self.source.transform(  # type: ignore[attr-defined]
+                    torch.cat(eps)[:num_samples].to(self.device), cond_to(cond, self.device)
+                )
         chunks = [
             self.source.sample(
-                (NOISE_CHUNK, *self.sample_shape), step_generator(seed, _NOISE_STREAM, k)
+                (NOISE_CHUNK, *self.model_shape), step_generator(seed, _NOISE_STREAM, k)
             )
             for k in range(math.ceil(num_samples / NOISE_CHUNK))
         ]
@@ -159,6 +193,12 @@ def run_cond(info: dict[str, Any]) -> CondSpec:
     )
 
 
+def model_shape(info: dict[str, Any]) -> tuple[int, ...]:
+    """The shape the flow of a stored run lives in (``model_shape``, else ``sample_shape``)."""
+    data = info["data"]
+    return tuple(data.get("model_shape", data["sample_shape"]))
+
+
 def run_values_standardizer(info: dict[str, Any]) -> Standardizer | None:
     """The stored map of condition values to model space (``None``: used as given)."""
     d = info["data"].get("values_standardizer")
@@ -175,14 +215,21 @@ def assemble_run(
 ) -> Run:
     """A :class:`Run` from a config, its stored description and live modules."""
     cond = run_cond(info)
-    shape = tuple(info["data"]["sample_shape"])
+    shape = model_shape(info)
     parts = build_parts(cfg, shape, cond)
     field = build_step(parts, cfg).field(modules)
     std = Standardizer.from_dict(info["data"]["standardizer"])
+    # A learned source is the trained module "source"; a fitted one gets its stored state.
+    learned = modules.get("source")
+    source = (
+        learned
+        if isinstance(learned, Source)
+        else restore_source(parts.source, info.get("source_state"))
+    )
     return Run(
         dict(modules),
         field,
-        parts.source,
+        source,
         parts.path,
         std,
         cond,
@@ -192,6 +239,7 @@ def assemble_run(
         checkpoint,
         info,
         values_standardizer=run_values_standardizer(info),
+        latent=latent_from_info(info.get("latent")),
     )
 
 
@@ -230,7 +278,7 @@ def load_run(
         ) from None
     info = read_run_info(run_dir)
     cfg = stored_config(info, where=str(Path(run_dir) / "config.json"))
-    cond, shape = run_cond(info), tuple(info["data"]["sample_shape"])
+    cond, shape = run_cond(info), model_shape(info)
     modules = build_modules(cfg, shape, cond)
     if checkpoint is None and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(

@@ -136,14 +136,14 @@ def run_context(run: Run, requires: Sequence[str] = ()) -> SamplingContext:
 
 
 def step_noise(run: Run, num_steps: int, num_samples: int, *, seed: int) -> Tensor:
-    """Per-step noise ``(num_steps, N, *D)`` of stochastic samplers (standard normal).
+    """Per-step noise ``(num_steps, N, *model_shape)`` of stochastic samplers (standard normal).
 
     Sample ``i``'s noise depends only on ``(seed, i)`` (drawn in chunks of ``NOISE_CHUNK``
     samples, as ``Run.noise``), so a stochastic sample does not change with the batch size.
     """
     chunks = [
         torch.randn(
-            (num_steps, NOISE_CHUNK, *run.sample_shape),
+            (num_steps, NOISE_CHUNK, *run.model_shape),
             generator=step_generator(seed, _STEP_NOISE_STREAM, k),
         )
         for k in range(math.ceil(num_samples / NOISE_CHUNK))
@@ -384,7 +384,7 @@ def generate(
     scale = run.sample.guidance if guidance is None else guidance
     field = guided_field(run, scale)
     model_cond, data_cond, labels = _conditions(run, num_samples, label, cond)
-    noise = run.noise(num_samples, seed=seed)
+    noise = run.noise(num_samples, seed=seed, cond=model_cond)
     noises = (
         step_noise(run, len(t_grid) - 1, num_samples, seed=seed) if sampler.stochastic else None
     )
@@ -396,7 +396,7 @@ def generate(
             sol = solve(field, noise[i : i + batch_size], t_grid, sampler, cond=c, noise=steps)
             out.append(sol.x)
             total_nfe = max(total_nfe, sol.nfe)
-    x = run.to_data_space(torch.cat(out).cpu())
+    x = run.to_data_space(run.decode(torch.cat(out).cpu()))
     seconds = time.perf_counter() - start
     return SampleResult(x, labels, total_nfe, seconds, config.kind, scale, data_cond)
 

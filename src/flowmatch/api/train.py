@@ -16,15 +16,19 @@ from torch import nn
 
 from flowmatch.api.config import check_same_data, read_run_info
 from flowmatch.api.evaluate import Scorer
+from flowmatch.api.latent import fit_latent
 from flowmatch.api.run import Run, assemble_run, data_info
 from flowmatch.api.sample import generate
-from flowmatch.config.build import build_modules, build_parts, build_step, cond_spec
+from flowmatch.api.teachers import frozen_modules
+from flowmatch.config.build import build_modules, build_parts, build_step, cond_spec, fit_source
 from flowmatch.config.schema import RunConfig, to_dict
 from flowmatch.data.batch import ArrayDataset
+from flowmatch.latent.space import encode_dataset
 from flowmatch.train.checkpoint import discard_dir
 from flowmatch.train.distributed import process_rank
 from flowmatch.train.lock import RunLock, check_unlocked
 from flowmatch.utils.io import TMP_PREFIX, atomic_write_text, write_error
+from flowmatch.utils.options import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -182,17 +186,37 @@ def train_run(
             raise ValueError(f"run directory {str(out)!r} exists and is not a directory")
         check_unlocked(out)
     train_ds = prepare_dataset(cfg, train_ds)
+    given_ds = train_ds  # what the fingerprint is of (before any latent encoding)
+    data = data_info(train_ds)
+    extra: dict[str, Any] = {}  # what the run stores beside its config and data
+    # Latent flow matching: the flow trains on the codes (data.latent); samples are decoded.
+    space = fit_latent(cfg.data.latent, train_ds)
+    own = cfg.objective.state_space(train_ds.sample_shape, cond_spec(cfg.model, train_ds))
+    if own is not None:
+        if space is not None:
+            raise OptionError(
+                "data.latent", f"cannot be combined with objective {cfg.objective.kind!r}"
+            )
+        space = own
+    if space is not None:
+        extra["latent"] = space.to_dict()
+        data["model_shape"] = list(space.latent_shape)
+    train_ds = encode_dataset(space, train_ds)
     cond = cond_spec(cfg.model, train_ds)
     modules = build_modules(cfg, train_ds.sample_shape, cond)
-    step = build_step(build_parts(cfg, train_ds.sample_shape, cond), cfg)
-    data = data_info(train_ds)
+    parts = build_parts(cfg, train_ds.sample_shape, cond)
+    source_state = fit_source(parts.source, train_ds)  # e.g. the norm-aligned scale
+    if source_state:
+        extra["source_state"] = source_state
+    step = build_step(parts, cfg)
+    frozen = frozen_modules(cfg, train_ds.sample_shape)  # e.g. a representation teacher
     eval_fn = None
     if cfg.train.eval_every > 0 and test_ds is not None:
-        eval_fn = periodic_eval(cfg, {"data": data}, test_ds, out)
+        eval_fn = periodic_eval(cfg, {"data": data, **extra}, test_ds, out)
     if resume:
         info = read_run_info(out)
         check_config_run_id(info, out)
-        check_same_data(info, train_ds, out)
+        check_same_data(info, given_ds, out)
         if "given" in info["data"]:  # the data path as first typed survives the rewrite
             data.setdefault("given", info["data"]["given"])
         trainer = Trainer.resume(
@@ -201,6 +225,7 @@ def train_run(
             step,
             train_ds,
             cfg.train,
+            frozen=frozen,
             callbacks=callbacks,
             eval_fn=eval_fn,
             run_id=info.get("run_id"),
@@ -210,9 +235,16 @@ def train_run(
         if rank0 and not overwrite:
             refuse_existing_run(out)
         trainer = Trainer(
-            modules, step, train_ds, cfg.train, out_dir=out, callbacks=callbacks, eval_fn=eval_fn
+            modules,
+            step,
+            train_ds,
+            cfg.train,
+            frozen=frozen,
+            out_dir=out,
+            callbacks=callbacks,
+            eval_fn=eval_fn,
         )
-    run_config = {"run_id": trainer.run_id, "config": to_dict(cfg), "data": data}
+    run_config = {"run_id": trainer.run_id, "config": to_dict(cfg), "data": data, **extra}
     trainer.run_config = run_config
     if resume and trainer.step >= cfg.train.steps:
         logger.info(

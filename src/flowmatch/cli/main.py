@@ -368,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="summarise a run")
     i.add_argument("run_dir")
+    from flowmatch.cli.autoencoder import add_parser as add_autoencoder
+    from flowmatch.cli.classify import add_parser as add_classify
+
+    add_autoencoder(sub)
+    add_classify(sub, seed=_seed, positive=_int_at_least(1))
     return p
 
 
@@ -984,6 +989,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    """``flowmatch classify`` (see :mod:`flowmatch.cli.classify`)."""
+    from flowmatch.cli.classify import cmd_classify as run
+
+    return run(args)
+
+
+def cmd_autoencoder(args: argparse.Namespace) -> int:
+    """``flowmatch autoencoder train`` (see :mod:`flowmatch.cli.autoencoder`)."""
+    from flowmatch.cli.autoencoder import cmd_autoencoder as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -994,6 +1013,8 @@ COMMANDS = {
     "prune": cmd_prune,
     "reconstruct": cmd_reconstruct,
     "info": cmd_info,
+    "autoencoder": cmd_autoencoder,
+    "classify": cmd_classify,
 }
 
 

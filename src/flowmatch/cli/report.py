@@ -37,6 +37,13 @@ def print_eval(run: Any, report: dict[str, Any]) -> None:
         cells += [f"{_fmt(report['floor'].get(m, '-')):>10}" for m in metrics]
         print("  ".join([*cells, f"{'-':>10}"]))
         print("(train/test: the same metrics between real training and held-out data: the floor)")
+    if "latent_floor" in report:
+        cells = [f"{'decoded':>10}", f"{'-':>10}"]
+        cells += [f"{_fmt(report['latent_floor'].get(m, '-')):>10}" for m in metrics]
+        print("  ".join([*cells, f"{'-':>10}"]))
+        print(
+            "(decoded: the train/test floor through decode(encode(.)): what the latent space allows)"
+        )
     for note in report.get("notes", []):
         print(f"note: {note}")
     if "nll" in report:

@@ -21,7 +21,7 @@ from flowmatch.models.base import MODELS, ModelConfig
 from flowmatch.objectives.base import OBJECTIVES, TrainingParts, TrainingStep
 from flowmatch.paths.schedules import PATHS
 from flowmatch.solvers.base import SAMPLERS, Sampler, SamplerConfig
-from flowmatch.sources import SOURCES
+from flowmatch.sources import SOURCES, Source
 from flowmatch.times.samplers import TIME_SAMPLERS
 from flowmatch.utils.options import OptionError
 from flowmatch.utils.tensor import mix_seed
@@ -71,12 +71,35 @@ def build_modules(
 ) -> dict[str, nn.Module]:
     """The trained modules of a run, initialised from ``train.seed`` (bit-reproducible).
 
-    The global RNG is used only inside a forked RNG state, so building a run changes no
-    global random state.
+    ``"model"``, plus ``"source"`` when the source is learned (a ``Source`` that is an
+    ``nn.Module``, e.g. ``learned_gaussian``), plus the modules the objective adds
+    (``ObjectiveConfig.extra_modules``, e.g. REPA's projector). The global RNG is used only
+    inside a forked RNG state, so building a run changes no global random state.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mix_seed(cfg.train.seed, INIT_STREAM))
-        return {"model": build_model(cfg.model, sample_shape, cond)}
+        model = build_model(cfg.model, sample_shape, cond)
+        modules = {"model": model}
+        source = SOURCES.build(cfg.source, sample_shape=tuple(sample_shape), cond=cond)
+        if isinstance(source, nn.Module):
+            modules["source"] = source
+        modules.update(cfg.objective.extra_modules(model, tuple(sample_shape), cond))
+        return modules
+
+
+def fit_source(source: Source, train_ds: ArrayDataset) -> dict[str, Any]:
+    """Fit a data-dependent source on the training set; return its state to store in the run.
+
+    A no-op (empty state) for sources that fit nothing (``Source.fit``).
+    """
+    source.fit(train_ds.x)
+    return source.fitted_state()
+
+
+def restore_source(source: Source, state: Mapping[str, Any] | None) -> Source:
+    """Give a freshly built source the fitted state stored with its run (``fit_source``)."""
+    source.load_fitted_state(dict(state or {}))
+    return source
 
 
 def build_parts(

@@ -32,6 +32,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "eval": {"nfe": [2, 4, 8, 16], "num_samples": 1000},
     },
 }
+# A latent run (data.latent) flows in vectors of codes: the MLP, the image budget otherwise.
+PRESETS["latent"] = {**PRESETS["image"], "model": {"kind": "mlp"}}
 
 #: A preset's warm-up is at most this fraction of the run's steps.
 WARMUP_FRACTION = 0.1
@@ -47,7 +49,8 @@ def preset_for(
     carries them to be conditioned on, so there that key is left out.
 
     Args:
-        kind: the data kind (``"2d"``, ``"tabular"``, ``"image"``; others have no preset).
+        kind: the data kind (``"2d"``, ``"tabular"``, ``"image"``, or ``"latent"`` for runs on
+            the codes of a latent space; others have no preset).
         user: the user's raw config (file and overrides), which the preset yields to.
         cond_kinds: the conditioning kinds the data carries (``ArrayDataset.cond_kinds``).
 

@@ -44,9 +44,20 @@ import flowmatch.fewstep.meanflow  # noqa: E402, F401  isort: skip
 import flowmatch.fewstep.reflow  # noqa: E402, F401  isort: skip
 import flowmatch.fewstep.scm  # noqa: E402, F401  isort: skip
 import flowmatch.fewstep.splitting  # noqa: E402, F401  isort: skip
+import flowmatch.models.blockwise  # noqa: E402, F401  isort: skip
+import flowmatch.models.dtm  # noqa: E402, F401  isort: skip
 import flowmatch.models.mlp  # noqa: E402, F401  isort: skip
 import flowmatch.models.unet  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.dtm  # noqa: E402, F401  isort: skip
 import flowmatch.objectives.flow_matching  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.learned_source  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.pafm  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.repa  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.symmetric  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.vecor  # noqa: E402, F401  isort: skip
+import flowmatch.objectives.wcfm  # noqa: E402, F401  isort: skip
+import flowmatch.sources_extra  # noqa: E402, F401  isort: skip
+import flowmatch.sources_learned  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.adaptive  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.flow_map  # noqa: E402, F401  isort: skip
 import flowmatch.solvers.ode  # noqa: E402, F401  isort: skip
@@ -55,6 +66,7 @@ import flowmatch.sampling.flowturbo  # noqa: E402, F401  isort: skip
 import flowmatch.sampling.reflective  # noqa: E402, F401  isort: skip
 import flowmatch.sampling.rewards  # noqa: E402, F401  isort: skip
 import flowmatch.sampling.search  # noqa: E402, F401  isort: skip
+import flowmatch.solvers.transition  # noqa: E402, F401  isort: skip
 
 
 class ConfigError(OptionError):
@@ -77,6 +89,11 @@ class DataConfig(Options):
     label_column: str | None = option(None, doc="CSV only: the column holding class labels")
     cond_columns: tuple[str, ...] = option(
         (), doc="CSV only: continuous condition columns (standardised unless standardize='none')"
+    )
+    latent: str | None = option(
+        None,
+        doc="flow in a latent space: 'pca:K' (exact PCA, K components) or an autoencoder run "
+        "directory (flowmatch autoencoder train); samples and metrics are decoded",
     )
 
     def validate(self) -> None:

@@ -211,6 +211,24 @@ class ObjectiveConfig(ComponentConfig):
         0.1, ge=0, lt=1, doc="probability of dropping the condition (classifier-free guidance)"
     )
 
+    def extra_modules(
+        self, model: nn.Module, sample_shape: tuple[int, ...], cond: CondSpec
+    ) -> dict[str, nn.Module]:
+        """Modules this method trains besides ``model`` (e.g. a projector), by name.
+
+        Built right after the model, from the same seeded initialisation stream, by the
+        application layer; the step names them in ``trains``. Default: none.
+        """
+        return {}
+
+    def state_space(self, sample_shape: tuple[int, ...], cond: CondSpec) -> Any:
+        """The space the flow lives in when this method defines one (a ``LatentSpace``).
+
+        E.g. symmetrical flow matching's ``[image, label]`` state. ``None`` (default): the
+        data's own space (or ``data.latent``). Stored with the run like ``data.latent``.
+        """
+        return None
+
 
 #: Training methods by name; a builder gets the run's ``parts`` and returns a TrainingStep.
 OBJECTIVES: Registry[TrainingStep, ObjectiveConfig] = Registry(

@@ -28,7 +28,7 @@ from flowmatch.utils.checks import (
     check_same_batch,
     signature_error,
 )
-from flowmatch.utils.options import option
+from flowmatch.utils.options import OptionError, option
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class FlowMatchingConfig(ObjectiveConfig):
 
 def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
     assert isinstance(config, FlowMatchingConfig)  # guaranteed by Registry.build
+    check_fixed_source(parts.source, config.kind)
     dropout = config.cond_dropout if parts.cond.conditional else 0.0
     objective = FlowMatchingObjective(
         parts.path,
@@ -57,6 +58,20 @@ def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> Ob
         null_label=parts.cond.num_classes if dropout > 0 else None,
     )
     return ObjectiveStep(objective)
+
+
+def check_fixed_source(source: Source, kind: str) -> None:
+    """Refuse a learned source (an ``nn.Module``): plain objectives would never train it.
+
+    Raises:
+        OptionError: naming ``source.kind`` and the objectives that train a source.
+    """
+    if isinstance(source, nn.Module):
+        raise OptionError(
+            "source.kind",
+            f"is a learned source, which objective {kind!r} does not train; use "
+            "objective.kind = 'csfm' or 'crossflow'",
+        )
 
 
 @OBJECTIVES.register("flow_matching", config=FlowMatchingConfig, build=_build_flow_matching)
@@ -76,9 +91,13 @@ class FlowMatchingObjective:
         weighting: ``"none"`` or ``"cosmap"``.
         loss_space: ``"prediction"`` regresses the network's own target (``x1``, ``x0`` or the
             velocity); ``"velocity"`` converts an ``x1``/``x0``-prediction to a velocity
-            (``AffinePath.convert``, endpoint rule included) and regresses ``v_target``: the
-            "x-prediction with a velocity loss" of Li & He (2025, JiT), equal to weighting the
-            prediction loss by ``(D_t / sigma_t)^2`` (``x1``) or ``(D_t / alpha_t)^2`` (``x0``).
+            (``AffinePath.convert``, endpoint rule included) and regresses the true endpoint
+            converted the same way: the "x-prediction with a velocity loss" of Li & He (2025,
+            JiT), equal to weighting the prediction loss by ``(D_t / sigma_t)^2`` (``x1``) or
+            ``(D_t / alpha_t)^2`` (``x0``) with the denominator clamped to ``path.eps``
+            (linear path, ``x1``: ``|x1_hat - x1|^2 (1 + t / max(1 - t, eps))^2``, i.e.
+            ``1 / (1 - t)^2`` until ``1 - t < eps``, at most ``(1 + 1 / eps)^2 = 441`` for the
+            default ``eps = 0.05``; a correct prediction scores 0 at every t).
         cond_dropout: probability of replacing a sample's condition by the null condition
             (classifier-free guidance training; Ho & Salimans 2022): labels become
             ``null_label``, values and context are marked dropped (``Condition.drop``).
@@ -270,8 +289,12 @@ class FlowMatchingObjective:
             and isinstance(out, Tensor)
             and out.shape == target.shape
         ):
+            # Both sides through the same conversion (JiT): near t = 1 the endpoint rule clamps
+            # the denominator, and a correct prediction must still score 0 there.
             out = self.path.convert(out, src=self.prediction, dst="velocity", xt=sample.xt, t=t)
-            target = sample.v_target
+            target = self.path.convert(
+                target, src=self.prediction, dst="velocity", xt=sample.xt, t=t
+            )
         if not isinstance(out, Tensor) or out.shape != target.shape:
             # A (B,) or (B, 1) output would broadcast silently against (B, *D).
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

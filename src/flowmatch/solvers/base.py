@@ -51,7 +51,8 @@ class Sampler(ABC):
         stages: field evaluations per step (for adaptive samplers: per attempted step).
         adaptive: chooses its own inner steps; ``solve`` reports the NFE it spent.
         stochastic: consumes a noise tensor per step and returns its Gaussian transition.
-        field_kind: ``"velocity"`` (a ``VelocityField``) or ``"flow_map"`` (a ``FlowMap``).
+        field_kind: ``"velocity"`` (a ``VelocityField``), ``"flow_map"`` (a ``FlowMap``) or
+            ``"transition"`` (a learned transition ``(x, t, t_next, cond, noise) -> x_next``).
     """
 
     name: ClassVar[str]
@@ -59,7 +60,7 @@ class Sampler(ABC):
     stages: ClassVar[int]
     adaptive: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
-    field_kind: ClassVar[Literal["velocity", "flow_map"]] = "velocity"
+    field_kind: ClassVar[Literal["velocity", "flow_map", "transition"]] = "velocity"
 
     def init_state(self) -> Any:
         """The state before the first step (``None`` for stateless samplers)."""

@@ -1,7 +1,9 @@
 """Training-time samplers and inference grids."""
 
+from flowmatch.times import aligned as _aligned  # noqa: F401  (registers the "aligned" grid)
 from flowmatch.times import boss as _boss  # noqa: F401  (registers the "boss" grid)
 from flowmatch.times import edm_grid as _edm_grid  # noqa: F401  (registers the "edm" grid)
+from flowmatch.times import shifted as _shifted  # noqa: F401  (registers "shifted_logit_normal")
 from flowmatch.times.grids import (
     GRIDS,
     check_grid,
