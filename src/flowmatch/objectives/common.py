@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowmatch.interfaces import Prediction
+from flowmatch.interfaces import Prediction, cond_batch_size
 from flowmatch.paths.affine import AffinePath, PathSample
+from flowmatch.utils.checks import check_batch
 
 
 def per_sample_mse(out: Tensor, target: Tensor) -> Tensor:
@@ -65,3 +66,17 @@ def prediction_field(model: nn.Module, path: AffinePath, prediction: Prediction)
 def batch_labels(cond: Any) -> Tensor | None:
     """The class labels of a batch's condition (a bare tensor or ``Condition.labels``)."""
     return cond if isinstance(cond, Tensor) else getattr(cond, "labels", None)
+
+
+def checked_batch_labels(x1: Tensor, cond: Any) -> Tensor | None:
+    """Check a data batch ``x1`` ``(B, *D)`` and its condition's batch size; its labels.
+
+    Raises:
+        TypeError/ValueError: ``x1`` is not a floating ``(B, *D)`` batch, or ``cond`` holds
+            another number of rows than ``B``.
+    """
+    check_batch(x1, "x1")
+    b = x1.shape[0]
+    if cond is not None and cond_batch_size(cond) != b:
+        raise ValueError(f"cond must have batch size B = {b}, got {cond_batch_size(cond)}")
+    return batch_labels(cond)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from flowmatch.interfaces import Cond, Condition, VelocityField, cond_batch_size
+from flowmatch.interfaces import Cond, Condition, VelocityField
 from flowmatch.objectives.base import (
     OBJECTIVES,
     LossOutput,
@@ -24,7 +24,12 @@ from flowmatch.objectives.base import (
     TrainingParts,
     drop_condition,
 )
-from flowmatch.objectives.common import batch_labels, per_sample_mse, regression
+from flowmatch.objectives.common import (
+    batch_labels,
+    checked_batch_labels,
+    per_sample_mse,
+    regression,
+)
 from flowmatch.objectives.flow_matching import (
     FlowMatchingConfig,
     FlowMatchingObjective,
@@ -33,7 +38,7 @@ from flowmatch.objectives.flow_matching import (
 from flowmatch.objectives.weighting import loss_weight
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
-from flowmatch.utils.checks import check_batch, check_positive_int
+from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError, option
 from flowmatch.utils.tensor import expand_like
 
@@ -201,11 +206,8 @@ class PAFMObjective(FlowMatchingObjective):
         generator: torch.Generator | None = None,
     ) -> LossOutput:
         """Per-sample losses ``(B,)`` against the posterior-averaged target."""
-        check_batch(x1, "x1")
+        labels = checked_batch_labels(x1, cond)
         b = x1.shape[0]
-        if cond is not None and cond_batch_size(cond) != b:
-            raise ValueError(f"cond must have batch size B = {b}, got {cond_batch_size(cond)}")
-        labels = batch_labels(cond)
         if x0 is None:
             x0 = self.source.sample_like(x1, generator)
         if t is None:

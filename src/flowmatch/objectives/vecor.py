@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from flowmatch.interfaces import Cond, VelocityField, cond_batch_size
+from flowmatch.interfaces import Cond, VelocityField
 from flowmatch.objectives.base import (
     OBJECTIVES,
     LossOutput,
@@ -27,14 +27,14 @@ from flowmatch.objectives.base import (
     TrainingParts,
     drop_condition,
 )
-from flowmatch.objectives.common import batch_labels, per_sample_mse, regression
+from flowmatch.objectives.common import checked_batch_labels, per_sample_mse, regression
 from flowmatch.objectives.flow_matching import (
     FlowMatchingConfig,
     FlowMatchingObjective,
     check_fixed_source,
 )
 from flowmatch.objectives.weighting import loss_weight
-from flowmatch.utils.checks import check_batch, check_in_choices
+from flowmatch.utils.checks import check_in_choices
 from flowmatch.utils.options import option
 
 __all__ = ["ContrastiveConfig", "ContrastiveFMObjective", "negative_partners"]
@@ -142,11 +142,8 @@ class ContrastiveFMObjective(FlowMatchingObjective):
         generator: torch.Generator | None = None,
     ) -> LossOutput:
         """Per-sample losses ``(B,)``."""
-        check_batch(x1, "x1")
+        labels = checked_batch_labels(x1, cond)
         b = x1.shape[0]
-        if cond is not None and cond_batch_size(cond) != b:
-            raise ValueError(f"cond must have batch size B = {b}, got {cond_batch_size(cond)}")
-        labels = batch_labels(cond)
         if not x0_paired:
             x0 = self.pair(x1, x0=x0, labels=labels, generator=generator)
         assert x0 is not None
