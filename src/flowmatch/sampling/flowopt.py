@@ -1,6 +1,7 @@
 """FlowOpt: optimise the starting point of a flow through the whole flow, without backprop.
 
-FlowOpt (2025; the repository's ``utils/sd3.py``): let ``F(z)`` integrate the flow from a
+FlowOpt (Ronai, Kulikov & Michaeli 2025, "FlowOpt: Fast Optimization Through Whole Flow
+Processes for Training-Free Editing"): let ``F(z)`` integrate the flow from a
 point ``z`` at time ``grid[0]`` to ``t = 1``. To make ``F(z)`` match a target ``x*``
 (reconstruction / inversion), iterate
 
