@@ -42,22 +42,31 @@ class FlowMatchingConfig(ObjectiveConfig):
     )
 
 
-def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
-    assert isinstance(config, FlowMatchingConfig)  # guaranteed by Registry.build
+def flow_matching_args(config: FlowMatchingConfig, parts: TrainingParts) -> dict[str, Any]:
+    """Keyword arguments of :class:`FlowMatchingObjective` (or a subclass) from a run's parts.
+
+    The one place that maps ``[objective]`` and the run's parts onto the objective: a fixed
+    source is required, and condition dropout applies only to a conditional model (its null
+    label is the model's extra class).
+    """
     check_fixed_source(parts.source, config.kind)
     dropout = config.cond_dropout if parts.cond.conditional else 0.0
-    objective = FlowMatchingObjective(
-        parts.path,
-        parts.coupling,
-        parts.time_sampler,
-        parts.source,
-        prediction=parts.prediction,
-        weighting=config.weighting,
-        loss_space=config.loss_space,
-        cond_dropout=dropout,
-        null_label=parts.cond.num_classes if dropout > 0 else None,
-    )
-    return ObjectiveStep(objective)
+    return {
+        "path": parts.path,
+        "coupling": parts.coupling,
+        "time_sampler": parts.time_sampler,
+        "source": parts.source,
+        "prediction": parts.prediction,
+        "weighting": config.weighting,
+        "loss_space": config.loss_space,
+        "cond_dropout": dropout,
+        "null_label": parts.cond.num_classes if dropout > 0 else None,
+    }
+
+
+def _build_flow_matching(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
+    assert isinstance(config, FlowMatchingConfig)  # guaranteed by Registry.build
+    return ObjectiveStep(FlowMatchingObjective(**flow_matching_args(config, parts)))
 
 
 def check_fixed_source(source: Source, kind: str) -> None:

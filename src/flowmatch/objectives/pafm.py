@@ -33,7 +33,7 @@ from flowmatch.objectives.common import (
 from flowmatch.objectives.flow_matching import (
     FlowMatchingConfig,
     FlowMatchingObjective,
-    check_fixed_source,
+    flow_matching_args,
 )
 from flowmatch.objectives.weighting import loss_weight
 from flowmatch.paths.affine import AffinePath
@@ -137,7 +137,6 @@ class PAFMConfig(FlowMatchingConfig):
 
 def _build_pafm(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
     assert isinstance(config, PAFMConfig)  # guaranteed by Registry.build
-    check_fixed_source(parts.source, config.kind)
     if parts.cond.values_dim is not None or parts.cond.context_shape is not None:
         raise OptionError(
             "objective.kind",
@@ -153,18 +152,9 @@ def _build_pafm(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveSt
         )
     if not getattr(parts.source, "has_log_prob", True) or parts.source.conditional:
         raise OptionError("source.kind", "'pafm' needs an unconditional source with a density")
-    dropout = config.cond_dropout if parts.cond.conditional else 0.0
     return ObjectiveStep(
         PAFMObjective(
-            parts.path,
-            parts.coupling,
-            parts.time_sampler,
-            parts.source,
-            prediction=parts.prediction,
-            weighting=config.weighting,
-            loss_space=config.loss_space,
-            cond_dropout=dropout,
-            null_label=parts.cond.num_classes if dropout > 0 else None,
+            **flow_matching_args(config, parts),
             num_candidates=config.num_candidates,
         )
     )

@@ -36,7 +36,7 @@ from flowmatch.objectives.base import (
 from flowmatch.objectives.flow_matching import (
     FlowMatchingConfig,
     FlowMatchingObjective,
-    check_fixed_source,
+    flow_matching_args,
 )
 from flowmatch.utils.options import OptionError, option
 
@@ -199,19 +199,7 @@ class AlignStep(ObjectiveStep):
 
 def _build_align(config: ObjectiveConfig, *, parts: TrainingParts) -> AlignStep:
     assert isinstance(config, AlignConfig)  # guaranteed by Registry.build
-    check_fixed_source(parts.source, config.kind)
-    dropout = config.cond_dropout if parts.cond.conditional else 0.0
-    objective = FlowMatchingObjective(
-        parts.path,
-        parts.coupling,
-        parts.time_sampler,
-        parts.source,
-        prediction=parts.prediction,
-        weighting=config.weighting,
-        loss_space=config.loss_space,
-        cond_dropout=dropout,
-        null_label=parts.cond.num_classes if dropout > 0 else None,
-    )
+    objective = FlowMatchingObjective(**flow_matching_args(config, parts))
     return AlignStep(objective, config)
 
 

@@ -31,7 +31,7 @@ from flowmatch.objectives.common import checked_batch_labels, per_sample_mse, re
 from flowmatch.objectives.flow_matching import (
     FlowMatchingConfig,
     FlowMatchingObjective,
-    check_fixed_source,
+    flow_matching_args,
 )
 from flowmatch.objectives.weighting import loss_weight
 from flowmatch.utils.checks import check_in_choices
@@ -76,19 +76,9 @@ class ContrastiveConfig(FlowMatchingConfig):
 
 def _build_vecor(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
     assert isinstance(config, ContrastiveConfig)  # guaranteed by Registry.build
-    check_fixed_source(parts.source, config.kind)
-    dropout = config.cond_dropout if parts.cond.conditional else 0.0
     return ObjectiveStep(
         ContrastiveFMObjective(
-            parts.path,
-            parts.coupling,
-            parts.time_sampler,
-            parts.source,
-            prediction=parts.prediction,
-            weighting=config.weighting,
-            loss_space=config.loss_space,
-            cond_dropout=dropout,
-            null_label=parts.cond.num_classes if dropout > 0 else None,
+            **flow_matching_args(config, parts),
             weight=config.weight,
             margin=config.margin,
             negatives=config.negatives,

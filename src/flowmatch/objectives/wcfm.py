@@ -27,7 +27,7 @@ from flowmatch.objectives.common import batch_labels
 from flowmatch.objectives.flow_matching import (
     FlowMatchingConfig,
     FlowMatchingObjective,
-    check_fixed_source,
+    flow_matching_args,
 )
 from flowmatch.utils.checks import check_in_choices, check_positive_float
 from flowmatch.utils.options import option
@@ -85,18 +85,8 @@ class WeightedCFMConfig(FlowMatchingConfig):
 
 def _build_wcfm(config: ObjectiveConfig, *, parts: TrainingParts) -> ObjectiveStep:
     assert isinstance(config, WeightedCFMConfig)  # guaranteed by Registry.build
-    check_fixed_source(parts.source, config.kind)
-    dropout = config.cond_dropout if parts.cond.conditional else 0.0
     objective = WeightedCFMObjective(
-        parts.path,
-        parts.coupling,
-        parts.time_sampler,
-        parts.source,
-        prediction=parts.prediction,
-        weighting=config.weighting,
-        loss_space=config.loss_space,
-        cond_dropout=dropout,
-        null_label=parts.cond.num_classes if dropout > 0 else None,
+        **flow_matching_args(config, parts),
         epsilon=config.epsilon,
         epsilon_mode=config.epsilon_mode,
     )
