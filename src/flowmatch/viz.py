@@ -28,15 +28,22 @@ def _array(x: Tensor | np.ndarray) -> np.ndarray:
 
 
 def _projection(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(mean, components (D, 2), axis labels)``: identity for D <= 2, else the top-2 PCA."""
+    """``(mean, map (D, 2), axis labels)`` with ``(x - mean) @ map`` the plotted plane.
+
+    Identity for ``D <= 2``; else the top-2 principal components of the *standardised*
+    features (correlation PCA), so that one feature with large units (a table column in the
+    thousands) does not make the whole picture.
+    """
     d = data.shape[1]
     if d <= 2:
         comps = np.eye(d, 2) if d == 2 else np.array([[1.0, 1.0]])
         return np.zeros(d), comps, ["x0", "x1"] if d == 2 else ["x0", "x0"]
-    mean = data.mean(0)
-    _, sv, vt = np.linalg.svd(data - mean, full_matrices=False)
+    mean, scale = data.mean(0), data.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    _, sv, vt = np.linalg.svd((data - mean) / scale, full_matrices=False)
     share = sv**2 / max(float((sv**2).sum()), 1e-12)
-    return mean, vt[:2].T, [f"PC {k + 1} ({100 * share[k]:.0f}% var.)" for k in range(2)]
+    axes = [f"PC {k + 1} ({100 * share[k]:.0f}% var., standardised)" for k in range(2)]
+    return mean, vt[:2].T / scale[:, None], axes
 
 
 def save_samples_png(
