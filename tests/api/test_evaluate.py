@@ -43,3 +43,19 @@ def test_floor_matches_two_random_halves_on_a_class_sorted_file(sorted_table, tm
     # The reference is a mix of the classes, not the first rows of one class.
     ref = scorer.reference
     assert (ref[:, 0] < -0.5).any() and (ref[:, 0] > 0.5).any()
+
+
+def test_matched_floor_rows_have_the_generated_class_counts():
+    from flowmatch.api.evaluate import _matched_index
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2]).repeat(5)
+    want = torch.arange(9) % 3  # what sample_labels gives a 3-class run for 9 samples
+    idx = _matched_index(labels, want, 7)
+    assert torch.equal(torch.bincount(labels[idx], minlength=3), torch.tensor([3, 3, 3]))
+    assert len(set(idx.tolist())) == 9  # distinct rows
+    # Seeded: the same call gives the same rows; another stream other rows.
+    assert torch.equal(idx, _matched_index(labels, want, 7))
+    assert not torch.equal(idx, _matched_index(labels, want, 8))
+    # A class with too few rows gives all it has.
+    short = _matched_index(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]), 7)
+    assert sorted(torch.tensor([0, 0, 1])[short].tolist()) == [0, 1]
