@@ -18,7 +18,8 @@ matching (linear path, independent coupling). Students:
   ``time_inputs=2``, same budget);
 - distilled from the teacher (``flowmatch distill``): ``reflow`` (2-rectified flow on 20k
   Dopri5 pairs, initialised from the teacher), ``reflow_1step`` (the same pairs, t = 0 only),
-  ``flowmap`` (LSD with the teacher's velocity), ``freeflow`` (data-free), ``scm``, ``boss``
+  ``flowmap`` (LSD with the teacher's velocity), ``freeflow`` (data-free), ``scm``,
+  ``scm_ladd`` (sCM with SANA-Sprint's adversarial term, weight 0.5), ``boss``
   (K = 2 Bellman grid of the sampling suite's BOSS, Euler). Students inherit the teacher's
   training settings.
 
@@ -52,6 +53,17 @@ ROOT = Path(__file__).resolve().parent.parent / "runs" / "bench_fewstep"
 DATA = {
     "checkerboard": ["data.name=checkerboard"],
     "moons8g": ["data.name=moons", "source.kind=eight_gaussians"],
+    # The 8x8 digits as 64 pixels in [-1, 1], the same MLP(64, 256, 4) and batch as the 2-D
+    # sets (the image preset's UNet, batch 128 and warm-up are overridden).
+    "digits": [
+        "data.name=digits",
+        "model.kind=mlp",
+        "model.hidden=256",
+        "model.depth=4",
+        "model.conditional=no",
+        "train.batch_size=256",
+        "train.warmup_steps=0",
+    ],
 }
 COMMON = ["model.time_scale=1", "train.lr_schedule=cosine", "train.grad_clip=1.0"]
 #: Arms trained from data: name -> (objective.kind, extra settings).
@@ -70,6 +82,8 @@ DISTILLED = {
     "flowmap": ("flowmap", []),
     "freeflow": ("freeflow", []),
     "scm": ("scm", []),
+    # sCM + SANA-Sprint's LADD term (weight 0.5, discriminator on the teacher's velocity)
+    "scm_ladd": ("scm", ["objective.adversarial=0.5"]),
     "boss": ("boss", ["objective.num_steps=2"]),
 }
 METHODS = ("teacher", *FROM_DATA, *DISTILLED)
@@ -127,21 +141,49 @@ def _started(out: Path) -> bool:
 def _w2_rows(
     run_dir: str, rows: list[tuple[str | None, int]], seed: int, n: int
 ) -> dict[str, float]:
+    """W2 per (solver, NFE); on digits also the FD in the digit classifier's features."""
     from flowmatch import api
     from flowmatch.metrics import wasserstein2
+    from flowmatch.metrics.digits_features import digits_frechet_distance
 
     run = api.load_run(run_dir)
     _, test_ds = api.load_data(run.config.data)
-    ref = run.to_data_space(
-        test_ds.x[torch.randperm(len(test_ds), generator=torch.Generator().manual_seed(0))[:n]]
-    )
+    digits = run.config.data.name == "digits"
+    perm = torch.randperm(len(test_ds), generator=torch.Generator().manual_seed(0))
+    ref = run.to_data_space(test_ds.x[perm[:n]])  # digits: all 297 held-out images
     out = {}
     for solver, nfe in rows:
         res = api.generate(run, n, solver=solver, nfe=nfe, seed=1000 + seed)
         x = res.samples
         key = f"{res.solver}_{nfe}"
-        out[key] = wasserstein2(x, ref) if bool(torch.isfinite(x).all()) else math.nan
+        if not bool(torch.isfinite(x).all()):
+            out[key] = math.nan
+            continue
+        # digits: W2 between 297 of the samples (seeded) and the 297 held-out images
+        out[key] = wasserstein2(x, ref, generator=torch.Generator().manual_seed(seed))
+        if digits:
+            out[f"fd:{key}"] = digits_frechet_distance(x, ref)
     return out
+
+
+def _floor(run_dir: str, n: int) -> dict[str, float]:
+    """The metrics between training and held-out data (a sample of the data itself), 3 draws."""
+    from flowmatch import api
+    from flowmatch.metrics import wasserstein2
+    from flowmatch.metrics.digits_features import digits_frechet_distance
+
+    run = api.load_run(run_dir)
+    train_ds, test_ds = api.load_data(run.config.data)
+    perm = torch.randperm(len(test_ds), generator=torch.Generator().manual_seed(0))
+    ref = run.to_data_space(test_ds.x[perm[:n]])
+    out: dict[str, list[float]] = {}
+    for s in range(3):
+        g = torch.Generator().manual_seed(s)
+        x = run.to_data_space(train_ds.x[torch.randperm(len(train_ds), generator=g)[:n]])
+        out.setdefault("w2", []).append(wasserstein2(x, ref, generator=g))
+        if run.config.data.name == "digits":
+            out.setdefault("fd", []).append(digits_frechet_distance(x, ref))
+    return {k: sum(v) / len(v) for k, v in out.items()}
 
 
 def _eval(method: str, rec: dict[str, Any], seed: int, n: int) -> dict[str, float]:
@@ -156,12 +198,13 @@ def _eval(method: str, rec: dict[str, Any], seed: int, n: int) -> dict[str, floa
     if method == "boss":
         return _w2_rows(rec["run"], [("euler", 2)], seed, n)
     rows: list[tuple[str | None, int]] = [("flow_map", 1), ("flow_map", 2)]
-    if method == "scm":  # a consistency model's own multistep sampler (fresh noise per step)
+    if method in ("scm", "scm_ladd"):  # its own multistep sampler (fresh noise per step)
         rows.append(("flow_map_renoise", 2))
     return _w2_rows(rec["run"], rows, seed, n)
 
 
 def main() -> None:
+    global ROOT
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="checkerboard", choices=sorted(DATA))
     p.add_argument("--methods", default=",".join(METHODS))
@@ -175,14 +218,16 @@ def main() -> None:
         help="a reduced budget for one method (stated in the table), e.g. freeflow=2000",
     )
     p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--root", default=None, help=f"where runs are kept (default {ROOT})")
     p.add_argument("--set", action="append", default=[], help="extra --set for every run")
     add_common_args(p)
     args = p.parse_args()
     setup()
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.root:
+        ROOT = Path(args.root)
     if args.quick:
-        global ROOT
         ROOT = ROOT.parent / "bench_fewstep_quick"
         args.steps, args.samples, seeds = 200, 500, [0]
         args.set = [*args.set, "data.n_train=4096", "data.n_test=1024"]
@@ -209,10 +254,12 @@ def main() -> None:
                 rec = {"diverged": None, "error": f"{type(err).__name__}: {err}"}
             results.setdefault(method, {})[str(seed)] = rec
             print(method, seed, {k: v for k, v in rec.items() if k != "run"}, flush=True)
-    _report(results, args, seeds)
+    teacher = ROOT / args.data / f"teacher_s{seeds[0]}"
+    floor = _floor(str(teacher), args.samples) if teacher.is_dir() else {}
+    _report(results, args, seeds, floor)
 
 
-def _report(results: dict[str, Any], args: Any, seeds: list[int]) -> None:
+def _report(results: dict[str, Any], args: Any, seeds: list[int], floor: dict[str, float]) -> None:
     cols = sorted(
         {k for m in results.values() for r in m.values() for k in r if k[-1].isdigit() and "_" in k}
     )
@@ -234,13 +281,28 @@ def _report(results: dict[str, Any], args: Any, seeds: list[int]) -> None:
         ]
         rows.append(cells)
     print()
-    print(table(["method", *(f"W2 {c}" for c in cols), "ms/step", "train s", "diverged"], rows))
+    heads = [f"FD {c[3:]}" if c.startswith("fd:") else f"W2 {c}" for c in cols]
+    print(table(["method", *heads, "ms/step", "train s", "diverged"], rows))
+    if floor:
+        print(
+            "floor (training vs held-out data, 3 draws): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in floor.items())
+        )
     path = args.json or str(
         Path(__file__).parent
         / "results"
         / f"fewstep_{args.data}{'_quick' if args.quick else ''}.json"
     )
-    write_json(path, {"data": args.data, "steps": args.steps, "seeds": seeds, "results": results})
+    write_json(
+        path,
+        {
+            "data": args.data,
+            "steps": args.steps,
+            "seeds": seeds,
+            "floor": floor,
+            "results": results,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -171,6 +171,31 @@ def test_distill_resumes_and_reuses_its_pairs(teacher, tmp_path, capsys):
     assert rec["run"] == str(out.resolve()) and rec["objective"] == "reflow"
 
 
+def test_scm_with_the_adversarial_term_trains_a_discriminator_and_resumes_exactly(
+    teacher, tmp_path, capsys
+):
+    sets = ["--set", "objective.warmup=5", "--set", "objective.adversarial=0.5"]
+    sets += ["--set", "objective.adv_hidden=16", "--set", "train.checkpoint_every=5"]
+
+    def run(out, *extra):
+        argv = ["distill", str(teacher), "--method", "scm", "--out", str(out), "--quiet"]
+        assert main([*argv, *extra]) == 0
+
+    run(tmp_path / "one", "--steps", "10", *sets)
+    run(tmp_path / "two", "--steps", "5", *sets)
+    run(tmp_path / "two", "--steps", "10", "--resume")
+    last = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert {"adv_d_loss", "adv_g_loss", "scm_loss"} <= set(last[-1])
+    for name in ("model", "discriminator"):
+        a, b = (
+            (tmp_path / d / "checkpoints" / "step_0000010" / f"{name}.safetensors").read_bytes()
+            for d in ("one", "two")
+        )
+        assert a == b  # the discriminator's weights and optimiser state were resumed
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "one"), "--nfe", "1", "--num-samples", "100"]) == 0
+
+
 def test_distill_refuses_bad_methods_and_objectives(teacher, tmp_path, capsys):
     args = ["distill", str(teacher), "--out", str(tmp_path / "x"), "--quiet"]
     assert main([*args, "--method", "flowmap", "--set", "objective.kind=reflow"]) == 2

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from flowmatch.fewstep.reflow import ReflowStep, make_pairs
-from flowmatch.fewstep.store import ChunkStore, StoreBatches, TeacherBatch, WithStep
+from flowmatch.fewstep.store import (
+    ChunkStore,
+    StoreBatches,
+    TeacherBatch,
+    WithStep,
+    wait_for_store,
+)
 from flowmatch.solvers import Dopri5
 from flowmatch.times import make_grid
 from flowmatch.train import TrainConfig, Trainer
@@ -52,6 +58,30 @@ def test_store_verify_detects_corruption_and_incomplete_stores(tmp_path):
         s.verify()
     with pytest.raises(ValueError, match="has no array 'labels'"):
         s.arrays("labels")
+
+
+def test_other_ranks_wait_for_the_store_rank_0_writes_and_write_nothing(tmp_path):
+    import threading
+
+    root = tmp_path / "pairs"
+    with pytest.raises(TimeoutError, match="not complete after"):
+        wait_for_store(root, num=10, chunk=4, meta={"m": 1}, poll=0.01, timeout=0.05)
+    assert not root.exists()  # a waiting rank creates nothing
+    old = ChunkStore(root, num=10, chunk=4, meta={"m": 0})  # being replaced by rank 0
+    old.fill(_make)
+
+    def rank0():
+        import shutil
+
+        shutil.rmtree(root)
+        ChunkStore(root, num=10, chunk=4, meta={"m": 1}).fill(_make)
+
+    timer = threading.Timer(0.1, rank0)
+    timer.start()
+    store = wait_for_store(root, num=10, chunk=4, meta={"m": 1}, poll=0.01, timeout=30)
+    timer.join()
+    assert store.complete and store.meta == {"m": 1}
+    np.testing.assert_array_equal(np.concatenate(store.arrays("x0"))[:, 0], np.arange(10))
 
 
 def test_store_batches_are_pure_and_keep_pairs_together(tmp_path):

@@ -69,7 +69,7 @@ from flowmatch.config.schema import (
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule
 from flowmatch.fewstep.boss import SegmentBatches, boss_grid, make_node_store
 from flowmatch.fewstep.reflow import make_pairs
-from flowmatch.fewstep.store import ChunkStore, StoreBatches, WithStep
+from flowmatch.fewstep.store import ChunkStore, StoreBatches, WithStep, wait_for_store
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig
 from flowmatch.times.grids import GRIDS, make_grid
 from flowmatch.train.checkpoint import discard_dir, module_file
@@ -280,15 +280,17 @@ def _prepare_reflow(
     run, obj = teacher.run, _objective(cfg)
     sampler, grid, solver = _teacher_sampler(obj)
     meta = {"teacher": teacher.record["sha256"], "solver": solver, "guidance": obj.teacher_guidance}
-    store = _open_store(
-        out / "pairs", replace_other=overwrite, num=obj.num_pairs, chunk=obj.chunk, meta=meta
-    )
+    settings = {"num": obj.num_pairs, "chunk": obj.chunk, "meta": meta}
     rank, _ = _rank_world()
-    if rank == 0 and not store.complete:
-        log(f"making {obj.num_pairs} teacher pairs with {solver['kind']} in {out / 'pairs'}")
-        field = TeacherField(run, obj.teacher_guidance)
-        noise = _noise_fn(run, 0, _PAIR_STREAM)
-        make_pairs(store, field, sampler, grid, noise, labels=_labels_fn(run))
+    if rank == 0:
+        store = _open_store(out / "pairs", replace_other=overwrite, **settings)
+        if not store.complete:
+            log(f"making {obj.num_pairs} teacher pairs with {solver['kind']} in {out / 'pairs'}")
+            field = TeacherField(run, obj.teacher_guidance)
+            noise = _noise_fn(run, 0, _PAIR_STREAM)
+            make_pairs(store, field, sampler, grid, noise, labels=_labels_fn(run))
+    else:  # rank 0 makes the pairs; the others read them once they are complete
+        store = wait_for_store(out / "pairs", log=log, **settings)
     fields = {"x0": "x0", "x1": "x1", **({"labels": "labels"} if run.num_classes else {})}
     tc = cfg.train
     source = StoreBatches(
@@ -318,18 +320,16 @@ def _prepare_boss(
         "fine": obj.fine_steps,
         "reference": "rk4",  # the sampling suite's BOSS reference trajectory
     }
-    store = _open_store(
-        out / "trajectories",
-        replace_other=overwrite,
-        num=obj.num_trajectories,
-        chunk=obj.chunk,
-        meta=meta,
-    )
+    settings = {"num": obj.num_trajectories, "chunk": obj.chunk, "meta": meta}
     rank, _ = _rank_world()
-    if rank == 0 and not store.complete:
-        log(f"making {obj.num_trajectories} teacher trajectories in {out / 'trajectories'}")
-        noise = _noise_fn(run, 0, _PAIR_STREAM)
-        make_node_store(store, field, grid, obj.fine_steps, noise, labels=labels)
+    if rank == 0:
+        store = _open_store(out / "trajectories", replace_other=overwrite, **settings)
+        if not store.complete:
+            log(f"making {obj.num_trajectories} teacher trajectories in {out / 'trajectories'}")
+            noise = _noise_fn(run, 0, _PAIR_STREAM)
+            make_node_store(store, field, grid, obj.fine_steps, noise, labels=labels)
+    else:  # as for reflow's pairs
+        store = wait_for_store(out / "trajectories", log=log, **settings)
     tc = cfg.train
     source = SegmentBatches(store, grid, tc.batch_size, seed=tc.seed, rank=rank, device=tc.device)
     return cfg, source, {}

@@ -21,8 +21,13 @@ sCM-trained velocity net samples as ``flowmatch.models.EulerJumpMap``.
 ``train_scm_ladd.py`` as digested): with ``dxdt = sigma_d F_teacher`` and one JVP of the
 student ``(F^-, dF) = jvp(F, (x/sigma_d, tau), (cos sin dxdt / sigma_d, cos sin))``,
 ``g = -cos^2 (sigma_d F^- - dxdt) - r (cos sin x_tau + sigma_d dF)``, ``g <- g / (||g|| + c)``,
-``L = w(tau) || F - F^- - g ||^2`` with ``r = min(1, step / warmup)``. The adversarial (LADD)
-term of SANA-Sprint is not implemented.
+``L = w(tau) || F - F^- - g ||^2`` with ``r = min(1, step / warmup)``.
+
+**Adversarial term** (``adversarial > 0``; SANA-Sprint's LADD term, :mod:`flowmatch.fewstep.ladd`):
+the student's consistency output from ``x_tau`` (or, with probability ``adv_one_step``, from
+pure noise) and real data are noised to a logit-normal level and scored by a discriminator
+on the teacher's velocity there; the generator adds ``adversarial * (-D(fake))`` to the sCM
+loss, the discriminator (a second trained module) its hinge loss.
 """
 
 from __future__ import annotations
@@ -37,7 +42,13 @@ from torch import Tensor, nn
 
 from flowmatch.data.batch import Batch
 from flowmatch.fewstep.base import FewStepConfig, unwrap
-from flowmatch.interfaces import PREDICTIONS, Cond, Prediction
+from flowmatch.fewstep.ladd import (
+    NoisedDiscriminator,
+    adversarial_terms,
+    check_adversarial,
+    noise_level,
+)
+from flowmatch.interfaces import PREDICTIONS, Cond, CondSpec, Prediction, index_cond
 from flowmatch.models.flow_map import EulerJumpMap
 from flowmatch.objectives.base import (
     OBJECTIVES,
@@ -134,6 +145,32 @@ class SCMConfig(FewStepConfig):
         "tan", doc="loss weight 1 / (sigma_d tan tau) ('tan') or 1"
     )
     teacher_guidance: float = option(1.0, doc="CFG scale of the teacher's velocity")
+    adversarial: float = option(
+        0.0,
+        ge=0,
+        doc="weight of the LADD adversarial term on noised samples (0: off; SANA-Sprint 0.5)",
+    )
+    adv_one_step: float = option(
+        0.5, ge=0, le=1, doc="probability that the adversarial sample starts from pure noise"
+    )
+    adv_tau_mean: float = option(-0.6, doc="mean of log(sigma_d tan tau) of the discriminator")
+    adv_tau_std: float = option(1.0, gt=0, doc="std of log(sigma_d tan tau) of the discriminator")
+    adv_hidden: int = option(256, ge=1, doc="width of the discriminator's 2 hidden layers")
+    adv_features: Literal["teacher", "none"] = option(
+        "teacher", doc="the discriminator reads the teacher's velocity at the noised sample, or not"
+    )
+
+    def extra_modules(
+        self, model: nn.Module, sample_shape: tuple[int, ...], cond: CondSpec
+    ) -> dict[str, nn.Module]:
+        """The discriminator, when the adversarial term is on."""
+        if not self.adversarial:
+            return {}
+        numel = math.prod(sample_shape)
+        feats = numel if self.adv_features == "teacher" else 0
+        return {
+            "discriminator": NoisedDiscriminator(numel, feature_numel=feats, hidden=self.adv_hidden)
+        }
 
 
 def _build_scm(config: ObjectiveConfig, *, parts: TrainingParts) -> SCMStep:
@@ -156,6 +193,11 @@ def _build_scm(config: ObjectiveConfig, *, parts: TrainingParts) -> SCMStep:
         weighting=config.weighting,
         cond_dropout=dropout,
         null_label=parts.cond.num_classes,
+        adversarial=config.adversarial,
+        adv_one_step=config.adv_one_step,
+        adv_tau_mean=config.adv_tau_mean,
+        adv_tau_std=config.adv_tau_std,
+        adv_features=config.adv_features,
     )
 
 
@@ -172,8 +214,13 @@ class SCMStep(TrainingStep):
     than one step the multistep consistency sampler ``flow_map_renoise`` re-noises with fresh
     noise between jumps, the deterministic ``flow_map`` composes the jumps).
 
+    With ``adversarial > 0`` it also trains ``modules["discriminator"]`` (a
+    :class:`~flowmatch.fewstep.ladd.NoisedDiscriminator`) and adds the LADD terms (module
+    docstring); the student runs once on the sCM and the adversarial states together.
+
     Raises:
-        ValueError: no frozen ``"teacher"`` module.
+        ValueError: no frozen ``"teacher"`` module (or no ``"discriminator"`` with
+            ``adversarial > 0``).
     """
 
     uses = ("teacher",)
@@ -193,6 +240,11 @@ class SCMStep(TrainingStep):
         weighting: str = "tan",
         cond_dropout: float = 0.0,
         null_label: int | None = None,
+        adversarial: float = 0.0,
+        adv_one_step: float = 0.5,
+        adv_tau_mean: float = -0.6,
+        adv_tau_std: float = 1.0,
+        adv_features: str = "teacher",
     ) -> None:
         self.path = path if path is not None else AffinePath()
         self.source = source if source is not None else GaussianSource()
@@ -205,10 +257,16 @@ class SCMStep(TrainingStep):
         self.warmup, self.tangent_c = int(warmup), check_positive_float(tangent_c, "tangent_c")
         self.weighting = check_in_choices(weighting, ["tan", "none"], "weighting")
         self.cond_dropout, self.null_label = float(cond_dropout), null_label
+        self.adversarial, self.adv_one_step = check_adversarial(adversarial, adv_one_step)
+        self.adv_tau_mean = float(adv_tau_mean)
+        self.adv_tau_std = check_positive_float(adv_tau_std, "adv_tau_std")
+        self.adv_features = check_in_choices(adv_features, ["teacher", "none"], "adv_features")
+        self.trains = ("model", "discriminator") if self.adversarial else ("model",)
 
     def __repr__(self) -> str:
         return (
-            f"SCMStep(sigma_d={self.sigma_d}, warmup={self.warmup}, weighting={self.weighting!r})"
+            f"SCMStep(sigma_d={self.sigma_d}, warmup={self.warmup}, weighting={self.weighting!r}"
+            + (f", adversarial={self.adversarial})" if self.adversarial else ")")
         )
 
     def velocity(self, net: Any) -> Any:
@@ -257,8 +315,39 @@ class SCMStep(TrainingStep):
             g = -(c**2) * (sd * f_minus - dxdt) - r * (c * s * x_tau + sd * df)
             norm = g.reshape(n, -1).norm(dim=1)
             g = g / expand_like(norm + self.tangent_c, g)
-        f = FlowToTrigFlow(self.velocity(wrapped), sd)(x_tau / sd, tau, cond)
+        trig = FlowToTrigFlow(self.velocity(wrapped), sd)
+        if not self.adversarial:
+            f = trig(x_tau / sd, tau, cond)
+        else:  # one forward of the (possibly DDP-wrapped) student for both terms
+            coin = torch.rand(n, generator=generator, device=x1.device) < self.adv_one_step
+            tau_g = torch.where(coin, torch.full_like(tau, math.pi / 2), tau)
+            cg, sg = expand_like(torch.cos(tau_g), x1), expand_like(torch.sin(tau_g), x1)
+            x_g = cg * x1 + sg * z
+            both = index_cond(cond, torch.arange(n, device=x1.device).repeat(2))
+            f_all = trig(torch.cat([x_tau, x_g]) / sd, torch.cat([tau, tau_g]), both)
+            f, fake = f_all[:n], cg * x_g - sg * sd * f_all[n:]
         per = (f - f_minus - g).square().reshape(n, -1).mean(1)
         if self.weighting == "tan":
             per = per / (sd * torch.tan(tau))
-        return LossOutput(loss=per, logs={"tangent_norm": norm.mean()})
+        logs = {"tangent_norm": norm.mean()}
+        if self.adversarial:
+            disc = modules.get("discriminator")
+            if disc is None:
+                raise ValueError(
+                    "adversarial > 0 trains modules['discriminator'] (built by "
+                    "SCMConfig.extra_modules): pass one"
+                )
+            t_d = noise_level(
+                n,
+                mean=self.adv_tau_mean,
+                std=self.adv_tau_std,
+                sigma_d=sd,
+                like=x1,
+                generator=generator,
+            )
+            noise = self.source.sample_like(torch.cat([x1, x1]), generator)
+            feats = teacher if self.adv_features == "teacher" else None
+            adv = adversarial_terms(disc, fake, x1, noise, t_d, teacher=feats, cond=cond)
+            logs.update(scm_loss=per.detach().mean(), **adv.logs)
+            per = per + self.adversarial * adv.generator + adv.discriminator
+        return LossOutput(loss=per, logs=logs)

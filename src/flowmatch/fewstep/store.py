@@ -217,6 +217,61 @@ class ChunkStore:
         ]
 
 
+def wait_for_store(
+    root: str | Path,
+    *,
+    num: int,
+    chunk: int,
+    meta: Mapping[str, Any],
+    poll: float = 1.0,
+    timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every: float = 60.0,
+) -> ChunkStore:
+    """The store at ``root`` once another process has written all of it (it writes nothing).
+
+    Data-parallel distillation makes its teacher samples on rank 0 before the process group
+    exists; the other ranks wait here until the manifest at ``root`` records every chunk with
+    these settings (a manifest of other settings is waited out: rank 0 may be replacing it).
+    Under ``torchrun`` a rank 0 that fails stops every worker, so the default waits without
+    a time limit.
+
+    Args:
+        root: the store's directory.
+        num: number of items the finished store must have (as :class:`ChunkStore`).
+        chunk: its items per chunk.
+        meta: its settings (teacher, sampler, ...).
+        poll: seconds between checks.
+        timeout: seconds to wait at most (``None``: no limit).
+        log: where a waiting message goes.
+        log_every: seconds between waiting messages.
+
+    Raises:
+        TimeoutError: the store is not complete after ``timeout`` seconds.
+    """
+    import time
+
+    path = Path(root) / MANIFEST
+    start = last = time.monotonic()
+    while True:
+        if path.is_file():
+            try:
+                store = ChunkStore(root, num=num, chunk=chunk, meta=meta)
+            except ValueError:  # other settings (being replaced) or a manifest mid-write
+                store = None
+            if store is not None and store.complete:
+                return store
+        now = time.monotonic()
+        if timeout is not None and now - start > timeout:
+            raise TimeoutError(
+                f"{root} was not complete after {timeout:g} s (the rank that writes it failed?)"
+            )
+        if log is not None and now - last >= log_every:
+            log(f"waiting for rank 0 to finish the teacher samples in {root}")
+            last = now
+        time.sleep(poll)
+
+
 class StoreBatches:
     """A ``BatchSource`` of random rows of a :class:`ChunkStore` (read through memory maps).
 
