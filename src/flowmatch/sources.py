@@ -127,7 +127,8 @@ class EightGaussiansSource(Source):
 
     Eight isotropic Gaussians of std ``0.5`` centred on the circle of radius ``4`` at angles
     ``2 pi k / 8`` (the ``"8gaussians"`` toy data set; Tong et al. 2024 use it as the source of
-    their 8 Gaussians -> moons benchmark). Samples are ``(B, 2)``;
+    their 8 Gaussians -> moons benchmark; the ``dataset`` source with ``toy = "8gaussians"``
+    is the same distribution, drawn with another random stream). Samples are ``(B, 2)``;
     ``log p0(x) = logsumexp_k log N(x; c_k, 0.25 I) - log 8``.
     """
 
@@ -160,9 +161,20 @@ class EightGaussiansSource(Source):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Return ``(B,)`` log-densities of ``x`` ``(B, 2)``."""
-        d2 = (x[:, None, :] - self._centers(x.dtype, x.device)[None]).square().sum(-1)
-        log_n = -0.5 * d2 / self.std**2 - math.log(2 * math.pi * self.std**2)
-        return torch.logsumexp(log_n, dim=1) - math.log(self.num)
+        return eight_gaussians_log_prob(x, radius=self.radius, std=self.std)
 
     def __repr__(self) -> str:
         return "EightGaussiansSource()"
+
+
+def eight_gaussians_log_prob(x: Tensor, *, radius: float = 4.0, std: float = 0.5) -> Tensor:
+    """``(B,)`` log-density of the 8-Gaussians mixture (centres ``radius (cos, sin)(2 pi k / 8)``).
+
+    Shared by the ``eight_gaussians`` source and the ``dataset`` source with ``toy =
+    "8gaussians"`` (the same distribution).
+    """
+    angle = torch.arange(8, dtype=x.dtype, device=x.device) * (2 * math.pi / 8)
+    centers = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
+    d2 = (x[:, None, :] - centers[None]).square().sum(-1)
+    log_n = -0.5 * d2 / std**2 - math.log(2 * math.pi * std**2)
+    return torch.logsumexp(log_n, dim=1) - math.log(8)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flowmatch.data.toy import GAUSSIANS_RADIUS, GAUSSIANS_STD, TOY_DATASETS, sample_toy
-from flowmatch.sources import SOURCES, Source, SourceConfig
+from flowmatch.sources import SOURCES, Source, SourceConfig, eight_gaussians_log_prob
 from flowmatch.utils.checks import check_in_choices, check_positive_float
 from flowmatch.utils.options import OptionError, option
 
@@ -191,12 +191,8 @@ class DatasetSource(Source):
         z = x / self.scale
         log_jac = -2 * math.log(self.scale)
         if self.toy == "8gaussians":
-            angle = torch.arange(8, dtype=x.dtype, device=x.device) * (2 * math.pi / 8)
-            centers = GAUSSIANS_RADIUS * torch.stack([angle.cos(), angle.sin()], dim=1)
-            d2 = (z[:, None, :] - centers[None]).square().sum(-1)
-            var = GAUSSIANS_STD**2
-            log_n = -0.5 * d2 / var - math.log(2 * math.pi * var)
-            return torch.logsumexp(log_n, dim=1) - math.log(8) + log_jac
+            lp = eight_gaussians_log_prob(z, radius=GAUSSIANS_RADIUS, std=GAUSSIANS_STD)
+            return lp + log_jac
         if self.toy == "checkerboard":
             cell = torch.floor((z + 4) / 2)
             inside = ((z >= -4) & (z < 4)).all(1) & ((cell.sum(1) % 2) == 0)
