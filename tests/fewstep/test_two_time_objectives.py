@@ -7,6 +7,8 @@ JVP itself is checked against central finite differences; recursive interval spl
 converges to the exact average velocity.
 """
 
+import copy
+
 import pytest
 import torch
 
@@ -150,10 +152,41 @@ def test_steps_backpropagate_into_a_two_time_mlp(cls):
     torch.manual_seed(0)
     net = MLP(2, hidden=16, depth=2, time_inputs=2)
     out = cls(ratio=0.5)(
-        {"model": net}, Batch(torch.randn(16, 2)), torch.Generator().manual_seed(0)
+        {"model": net, "model.ema": copy.deepcopy(net)},  # LSD's self-teacher: the EMA
+        Batch(torch.randn(16, 2)),
+        torch.Generator().manual_seed(0),
     )
     out.loss.mean().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_lsd_reads_its_self_teacher_from_the_ema_weights():
+    torch.manual_seed(0)
+    net = MLP(2, hidden=16, depth=2, time_inputs=2).double()
+    ema = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batch = Batch(torch.randn(32, 2, dtype=D))
+
+    def loss(step, modules):
+        return step(modules, batch, torch.Generator().manual_seed(0)).loss
+
+    lsd = LagrangianStep(ratio=0.5)
+    assert lsd.self_teacher == "ema" and lsd.reads_ema == ("model",)
+    current = LagrangianStep(ratio=0.5, self_teacher="current")
+    assert current.reads_ema == () and EulerianStep().self_teacher == "current"
+    # the EMA equal to the net gives the current-weights loss; another EMA another loss
+    torch.testing.assert_close(
+        loss(lsd, {"model": net, "model.ema": net}), loss(current, {"model": net})
+    )
+    assert not torch.allclose(
+        loss(lsd, {"model": net, "model.ema": ema}), loss(current, {"model": net})
+    )
+    with pytest.raises(ValueError, match=r"reads the EMA weights as modules\['model.ema'\]"):
+        loss(lsd, {"model": net})
+    with pytest.raises(ValueError, match="unknown self_teacher"):
+        LagrangianStep(self_teacher="teacher")
 
 
 def test_meanflow_primal_gradient_equals_plain_forward_gradient():
@@ -241,7 +274,8 @@ def test_wrapped_modules_give_the_same_loss_and_gradients(cls):
     grads = []
     for module in (net, _Compiled(net)):
         net.zero_grad()
-        out = cls(ratio=0.5)({"model": module}, batch, torch.Generator().manual_seed(0))
+        mods = {"model": module, "model.ema": net}
+        out = cls(ratio=0.5)(mods, batch, torch.Generator().manual_seed(0))
         out.loss.mean().backward()
         grads.append((out.loss.detach(), [p.grad.clone() for p in net.parameters()]))
     torch.testing.assert_close(grads[0][0], grads[1][0])

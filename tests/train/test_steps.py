@@ -164,3 +164,23 @@ def test_step_module_names_are_checked():
             TrainConfig(steps=2, log_every=1),
             frozen={"teacher": _net(2)},
         ).fit()
+
+
+class ReadsTheEMA(OneStepDistillation):
+    """Records the EMA module it is given (a self-teacher reads the live average)."""
+
+    reads_ema = ("student",)
+
+    def __call__(self, modules, batch, generator):
+        self.seen = modules["student.ema"]
+        return super().__call__(modules, batch, generator)
+
+
+def test_a_step_that_reads_the_ema_gets_the_live_average_and_needs_one(tmp_path):
+    step = ReadsTheEMA()
+    trainer = _trainer(tmp_path / "a", 10, step=step, lr=3e-3)
+    trainer.fit()
+    assert step.seen is trainer.emas["student"].module  # the average itself, updated in place
+    assert not any(p.requires_grad for p in step.seen.parameters())
+    with pytest.raises(ValueError, match=r"reads the EMA weights of 'student'.*ema_decay is None"):
+        _trainer(tmp_path / "b", 10, step=ReadsTheEMA(), ema_decay=None)

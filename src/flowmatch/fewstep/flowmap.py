@@ -8,8 +8,11 @@ via self-distillation". The flow map ``X(x, s, t) = x + (t - s) u(x, s, t)`` of 
     Eulerian   : d/ds X(x, s, t) + grad_x X(x, s, t) b(x, s) = 0
 
 and the diagonal ``u(x, t, t) = b(x, t)`` is trained by flow matching. Self-distillation uses
-the network's own diagonal for ``b`` (stop-gradient); with a frozen ``"teacher"`` module its
-velocity is ``b`` (flow-map distillation of a pretrained run). The progressive variant (PSD)
+the network's own diagonal for ``b`` (stop-gradient), read from its **EMA weights** by default
+(``self_teacher = "ema"``, the authors' separate teacher parameters): with the current weights
+LSD's target ``b(X(x, s, t), t)`` feeds the map's own errors back and, on the checkerboard,
+diverged in 3 of 3 seeds at lr 1e-3 and at 1e-4 (docs/benchmarks.md). With a frozen
+``"teacher"`` module its velocity is ``b`` (flow-map distillation of a pretrained run). The progressive variant (PSD)
 lives in :mod:`flowmatch.fewstep.splitting`.
 
 Both losses differentiate through a forward-mode JVP (the derivative is the prediction, not a
@@ -36,12 +39,24 @@ from flowmatch.fewstep.base import (
     unwrap,
 )
 from flowmatch.interfaces import Cond
-from flowmatch.objectives.base import OBJECTIVES, LossOutput, ObjectiveConfig, TrainingParts
+from flowmatch.objectives.base import (
+    OBJECTIVES,
+    LossOutput,
+    ObjectiveConfig,
+    TrainingParts,
+    ema_key,
+)
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import GaussianSource, Source
 from flowmatch.times.samplers import TimeSampler, UniformTime
+from flowmatch.utils.checks import check_in_choices
 from flowmatch.utils.options import option
 from flowmatch.utils.tensor import expand_like
+
+_SELF_TEACHER_DOC = (
+    "weights of the self-teacher b = u(., t, t): the run's EMA ('ema', needs train.ema_decay) "
+    "or the current weights ('current'); unused with a frozen teacher"
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class LagrangianConfig(TwoTimeConfig):
     """Options of Lagrangian flow-map self-distillation (LSD)."""
 
     ratio: float = option(0.5, ge=0, le=1, doc="fraction of the batch with s != t")
+    self_teacher: Literal["ema", "current"] = option("ema", doc=_SELF_TEACHER_DOC)
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class EulerianConfig(TwoTimeConfig):
     """Options of Eulerian flow-map self-distillation (ESD)."""
 
     ratio: float = option(0.5, ge=0, le=1, doc="fraction of the batch with s != t")
+    self_teacher: Literal["ema", "current"] = option("current", doc=_SELF_TEACHER_DOC)
 
 
 def plain_module(wrapped: Any, method: str) -> Any:
@@ -104,6 +121,7 @@ def eulerian_residual(
 
 class _SelfDistillationStep(TwoTimeStep):
     variant: ClassVar[Literal["lagrangian", "eulerian"]]
+    default_self_teacher: ClassVar[str]
 
     def __init__(
         self,
@@ -116,6 +134,7 @@ class _SelfDistillationStep(TwoTimeStep):
         huber_c: float = 1e-3,
         cond_dropout: float = 0.0,
         null_label: int | None = None,
+        self_teacher: str | None = None,
     ) -> None:
         self.path = path if path is not None else AffinePath()
         self.time_sampler = time_sampler if time_sampler is not None else UniformTime()
@@ -125,9 +144,28 @@ class _SelfDistillationStep(TwoTimeStep):
         distance(torch.zeros(1, 1), loss, huber_c)  # validates the loss name
         self.ratio, self.loss, self.huber_c = float(ratio), loss, float(huber_c)
         self.cond_dropout, self.null_label = float(cond_dropout), null_label
+        chosen = self.default_self_teacher if self_teacher is None else self_teacher
+        self.self_teacher = check_in_choices(chosen, ["ema", "current"], "self_teacher")
+        self.reads_ema = ("model",) if self.self_teacher == "ema" else ()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path!r}, {self.time_sampler!r}, ratio={self.ratio})"
+        return (
+            f"{type(self).__name__}({self.path!r}, {self.time_sampler!r}, ratio={self.ratio}, "
+            f"self_teacher={self.self_teacher!r})"
+        )
+
+    def _self_teacher(self, modules: Mapping[str, nn.Module], net: Any) -> Any:
+        """The module whose diagonal is ``b``: the EMA weights or the trained net itself."""
+        if self.self_teacher == "current":
+            return net
+        key = ema_key(self.trains[0])
+        ema = modules.get(key)
+        if ema is None:
+            raise ValueError(
+                f"self_teacher='ema' reads the EMA weights as modules[{key!r}] (the Trainer "
+                "passes them); pass them, or use self_teacher='current'"
+            )
+        return ema
 
     def __call__(
         self, modules: Mapping[str, nn.Module], batch: Batch, generator: torch.Generator
@@ -152,14 +190,14 @@ class _SelfDistillationStep(TwoTimeStep):
             b = teacher_velocity(modules, xt.detach(), p.t, p.cond)
             if b is None:
                 with torch.no_grad():
-                    b = net(xt.detach(), p.t, p.cond, t_end=p.t)
+                    b = self._self_teacher(modules, net)(xt.detach(), p.t, p.cond, t_end=p.t)
             # On the diagonal d/dt X = u(x, s, s): the same formula is flow matching there.
             diff = dxdt - torch.where(use, b, diag)
         else:
             b = v
             if b is None:
                 with torch.no_grad():
-                    b = net(p.xs, p.s, p.cond, t_end=p.s)
+                    b = self._self_teacher(modules, net)(p.xs, p.s, p.cond, t_end=p.s)
             u, residual = eulerian_residual(net, p.xs, p.s, p.t, b, p.cond)
             diff = torch.where(use, residual, u - diag)
         loss = distance(diff, self.loss, self.huber_c)
@@ -180,6 +218,7 @@ def _builder(cls: type[_SelfDistillationStep]):  # type: ignore[no-untyped-def]
             huber_c=config.huber_c,
             cond_dropout=dropout,
             null_label=parts.cond.num_classes,
+            self_teacher=config.self_teacher,  # type: ignore[attr-defined]
         )
 
     return build
@@ -194,6 +233,7 @@ class LagrangianStep(_SelfDistillationStep):
     """
 
     variant = "lagrangian"
+    default_self_teacher = "ema"
 
 
 class EulerianStep(_SelfDistillationStep):
@@ -205,6 +245,7 @@ class EulerianStep(_SelfDistillationStep):
     """
 
     variant = "eulerian"
+    default_self_teacher = "current"
 
 
 OBJECTIVES.add(

@@ -8,6 +8,7 @@ from flowmatch.objectives.base import (
     TrainingParts,
     TrainingStep,
     drop_condition,
+    ema_key,
 )
 from flowmatch.objectives.flow_matching import FlowMatchingConfig, FlowMatchingObjective
 from flowmatch.objectives.weighting import WEIGHTINGS, loss_weight
@@ -23,5 +24,6 @@ __all__ = [
     "TrainingParts",
     "TrainingStep",
     "drop_condition",
+    "ema_key",
     "loss_weight",
 ]

@@ -41,10 +41,14 @@ class TrainingStep(ABC):
     Attributes:
         trains: names of the modules this step optimises (keys of ``modules``).
         uses: names of frozen modules it reads (a teacher, a reference policy, a critic).
+        reads_ema: trained modules whose EMA weights the step reads (a self-teacher): the
+            trainer passes each as ``modules[ema_key(name)]`` (the live average, no gradients)
+            and refuses to run without EMA.
     """
 
     trains: tuple[str, ...] = ("model",)
     uses: tuple[str, ...] = ()
+    reads_ema: tuple[str, ...] = ()
 
     @property
     def prepares(self) -> bool:
@@ -74,6 +78,11 @@ class TrainingStep(ABC):
         raise NotImplementedError(
             f"{type(self).__name__} does not say which field its runs sample with; override field()"
         )
+
+
+def ema_key(name: str) -> str:
+    """The key under which a step that ``reads_ema`` finds module ``name``'s EMA weights."""
+    return f"{name}.ema"
 
 
 class ObjectiveStep(TrainingStep):
