@@ -77,6 +77,7 @@ class NoisedDiscriminator(nn.Module):
             raise ValueError(f"time_features must be even and >= 2, got {time_features}")
         self.feature_numel = feature_numel
         freqs = torch.exp(torch.linspace(0.0, math.log(100.0), time_features // 2))
+        self.freqs: Tensor
         self.register_buffer("freqs", freqs, persistent=False)
         layers: list[nn.Module] = []
         width = sample_numel + feature_numel + time_features
