@@ -14,8 +14,9 @@ matching (linear path, independent coupling). Students:
 
 - from data, no teacher: ``meanflow`` (library defaults: the authors' CIFAR-10 setting,
   ratio 0.75, p 0.75), ``meanflow_imagenet`` (their ImageNet setting, ratio 0.25, p 1),
-  ``splitmeanflow``, ``flowmap_lsd``, ``flowmap_esd``, ``flowmap_psd`` (same net with
-  ``time_inputs=2``, same budget);
+  ``splitmeanflow``, ``flowmap_lsd`` (its self-teacher the EMA weights, the default;
+  ``flowmap_lsd_current``: the current weights), ``flowmap_esd``, ``flowmap_psd`` (same net
+  with ``time_inputs=2``, same budget);
 - distilled from the teacher (``flowmatch distill``): ``reflow`` (2-rectified flow on 20k
   Dopri5 pairs, initialised from the teacher), ``reflow_1step`` (the same pairs, t = 0 only),
   ``flowmap`` (LSD with the teacher's velocity), ``freeflow`` (data-free), ``scm``,
@@ -71,8 +72,13 @@ FROM_DATA = {
     "meanflow": ("meanflow", []),  # the library default: the authors' CIFAR-10 setting
     "meanflow_imagenet": ("meanflow", ["objective.ratio=0.25", "objective.norm_p=1.0"]),
     "splitmeanflow": ("splitmeanflow", []),
-    "flowmap_lsd": ("flowmap_lsd", []),
-    "flowmap_lsd_lr1e-4": ("flowmap_lsd", ["train.lr=1e-4"]),  # LSD diverges at 1e-3
+    "flowmap_lsd": ("flowmap_lsd", []),  # its self-teacher: the EMA weights (the default)
+    # the self-teacher with the current weights diverged at lr 1e-3 and 1e-4 (3/3 seeds)
+    "flowmap_lsd_current": ("flowmap_lsd", ["objective.self_teacher=current"]),
+    "flowmap_lsd_current_lr1e-4": (
+        "flowmap_lsd",
+        ["objective.self_teacher=current", "train.lr=1e-4"],
+    ),
     "flowmap_esd": ("flowmap_esd", []),
     "flowmap_psd": ("flowmap_psd", []),
 }
