@@ -6,7 +6,9 @@ full optimisation steps (loss, backward, clip, AdamW) after a warm-up; the objec
 interleaved and the whole round repeated ``--repeats`` times, so load changes on the shared
 machine hit every objective alike. Reported: ms per step (mean +- std over repeats) and the
 ratio to flow matching measured in the same round. Teacher-based objectives (``scm``,
-``freeflow``, distillation with a teacher) read a frozen copy of the net as the teacher.
+``freeflow``, distillation with a teacher) read a frozen copy of the net as the teacher; LSD's
+self-teacher reads a frozen copy as its EMA weights (the EMA update itself, one fused lerp, is
+not timed); ``scm + LADD`` also trains its discriminator.
 
     .venv/bin/python bench/fewstep_cost.py --json bench/results/fewstep_cost.json
 """
@@ -25,7 +27,7 @@ from flowmatch.fewstep import MeanFlowStep, ProgressiveStep, SplitMeanFlowStep
 from flowmatch.fewstep.flowmap import EulerianStep, LagrangianStep
 from flowmatch.fewstep.freeflow import FreeFlowStep
 from flowmatch.fewstep.reflow import ReflowStep
-from flowmatch.fewstep.scm import SCMStep
+from flowmatch.fewstep.scm import SCMConfig, SCMStep
 from flowmatch.models import MLP
 from flowmatch.objectives import FlowMatchingObjective, ObjectiveStep
 
@@ -39,6 +41,7 @@ ARMS = {
     "flowmap_psd": (lambda: ProgressiveStep(), 2, False),
     "flowmap_lsd + teacher": (lambda: LagrangianStep(), 2, True),
     "scm (JVP)": (lambda: SCMStep(), 1, True),
+    "scm + LADD (adversarial 0.5)": (lambda: SCMStep(adversarial=0.5), 1, True),
     "freeflow": (lambda: FreeFlowStep(), 2, True),
 }
 
@@ -53,7 +56,12 @@ def _setup(name: str, data: torch.Tensor):  # type: ignore[no-untyped-def]
         modules["teacher"] = teacher.requires_grad_(False).eval()
     if name == "freeflow":
         modules["fake"] = copy.deepcopy(teacher).requires_grad_(True)
-    params = [p for k, m in modules.items() if k != "teacher" for p in m.parameters()]
+    if name.startswith("scm + LADD"):
+        modules.update(SCMConfig(adversarial=0.5).extra_modules(net, (2,), None))
+    frozen = {"teacher", "model.ema"}
+    if name.startswith("flowmap_lsd"):  # the self-teacher reads the EMA weights
+        modules["model.ema"] = copy.deepcopy(net).requires_grad_(False)
+    params = [p for k, m in modules.items() if k not in frozen for p in m.parameters()]
     return make(), modules, torch.optim.AdamW(params, lr=1e-4), params
 
 
