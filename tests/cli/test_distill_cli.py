@@ -274,3 +274,24 @@ def test_stochastic_flow_map_sampling_is_seeded_per_sample(tmp_path):
         num_samples=50,
     )
     assert [r["solver"] for r in report["rows"]] == ["flow_map_renoise"]
+
+
+def test_an_scm_run_with_another_source_is_evaluated_without_the_renoising_sampler(
+    tmp_path, capsys
+):
+    teacher = tmp_path / "t"
+    sets = [*TINY, "--set", "data.name=moons", "--set", "source.kind=eight_gaussians"]
+    assert main(["train", "--steps", "10", "--out", str(teacher), "--quiet", *sets]) == 0
+    out = tmp_path / "scm"
+    argv = ["distill", str(teacher), "--method", "scm", "--out", str(out), "--quiet"]
+    assert main([*argv, "--steps", "5", "--set", "objective.warmup=2"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--nfe", "1,2", "--num-samples", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "no flow_map_renoise rows: flow_map_renoise re-noises with N(0, I)" in printed
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert {r["solver"] for r in rows} == {"flow_map"}
+    npz = tmp_path / "s.npz"
+    argv = ["sample", str(out), "--solver", "flow_map_renoise", "--nfe", "2", "--out", str(npz)]
+    assert main(argv) == 2
+    assert "has another source" in capsys.readouterr().err

@@ -48,3 +48,18 @@ def test_renoising_uses_the_given_noise_and_needs_it():
     torch.testing.assert_close(a, oracle.flow_map(half, 0.5, 1.0))
     with pytest.raises(ValueError, match="one noise tensor per step"):
         RenoisingFlowMapSampler().advance(_ExactMap(oracle), x0, 0.0, 1.0)
+
+
+def test_bound_to_a_run_it_refuses_another_source_or_path():
+    from flowmatch.paths import AffinePath
+    from flowmatch.paths.schedules import CosineSchedule
+    from flowmatch.solvers.context import SamplingContext, bind_sampler
+
+    ok = SamplingContext(path=AffinePath(), gaussian_source=True, name="run 'a'")
+    assert isinstance(bind_sampler(RenoisingFlowMapSampler(), ok), RenoisingFlowMapSampler)
+    moons = SamplingContext(path=AffinePath(), gaussian_source=False, name="run 'moons'")
+    with pytest.raises(ValueError, match="run 'moons' has another source.*--solver flow_map"):
+        bind_sampler(RenoisingFlowMapSampler(), moons)
+    vp = SamplingContext(path=AffinePath(CosineSchedule()), name="run 'vp'")
+    with pytest.raises(ValueError, match="linear path.*run 'vp' uses"):
+        bind_sampler(RenoisingFlowMapSampler(), vp)

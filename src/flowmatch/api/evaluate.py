@@ -11,12 +11,13 @@ import torch
 from torch import Tensor
 
 from flowmatch.api.run import Run
-from flowmatch.api.sample import field_kind, generate, sample_labels
+from flowmatch.api.sample import field_kind, generate, run_context, sample_labels
 from flowmatch.data.batch import ArrayDataset
 from flowmatch.interfaces import Condition
 from flowmatch.metrics.conditional import bin_index, conditional_w2, quantile_edges
 from flowmatch.metrics.registry import Metric, metrics_for
 from flowmatch.solvers.base import SAMPLERS, SamplerConfig
+from flowmatch.solvers.context import ContextualSampler, bind_sampler
 from flowmatch.utils.checks import check_positive_int
 from flowmatch.utils.options import OptionError
 from flowmatch.utils.tensor import step_generator
@@ -184,6 +185,17 @@ def fit_to_field(
             f"the run samples a {kind.replace('_', '-')} field: rows use {keep} instead of "
             f"{dropped}"
         )
+    refused = {}
+    for name in keep:  # contextual samplers that do not apply to this run (e.g. its source)
+        sampler = SAMPLERS.build(SAMPLERS.config(name))
+        if isinstance(sampler, ContextualSampler):
+            try:
+                bind_sampler(sampler, run_context(run, sampler.requires))
+            except ValueError as err:
+                refused[name] = str(err).rsplit(": use ", 1)[0]
+    if refused and len(refused) < len(keep):
+        keep = [s for s in keep if s not in refused]
+        notes += [f"no {name} rows: {why}" for name, why in refused.items()]
     if reference is not None and SAMPLERS[reference.kind].field_kind != kind:
         notes.append(
             f"no {reference.kind} reference row: it integrates a velocity field, and the run's "

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from flowmatch.interfaces import Cond
 from flowmatch.solvers.base import SAMPLERS, FixedStepConfig, Sampler, StepOutput
+from flowmatch.solvers.context import ContextualSampler, SamplingContext
 
 
 @SAMPLERS.register("flow_map", config=FixedStepConfig)
@@ -53,7 +54,7 @@ class FlowMapSampler(Sampler):
 
 
 @SAMPLERS.register("flow_map_renoise", config=FixedStepConfig)
-class RenoisingFlowMapSampler(Sampler):
+class RenoisingFlowMapSampler(ContextualSampler):
     """Multistep consistency sampling: jump to the data, re-noise to the next grid time.
 
     ``x1_hat = X(x_k, t_k, 1)``; ``x_{k+1} = t_{k+1} x1_hat + (1 - t_{k+1}) eps_k`` with fresh
@@ -62,7 +63,8 @@ class RenoisingFlowMapSampler(Sampler):
     ``x1_hat``. For a consistency model this is the multistep sampler: if ``x1_hat`` has the
     data distribution, so has every re-noised state its path marginal, which composing the map
     deterministically does not guarantee for an imperfect map. Only for runs on the linear path
-    with a Gaussian source; 1 NFE per step.
+    with a Gaussian source: bound to a run (``flowmatch sample/eval``) it refuses others, whose
+    re-noised states would not be on their path; 1 NFE per step.
 
     The transition of a step is ``N(t_{k+1} x1_hat, (1 - t_{k+1})^2 I)`` (degenerate at the
     last step, whose log-probability is therefore not defined).
@@ -72,6 +74,26 @@ class RenoisingFlowMapSampler(Sampler):
     stages = 1
     stochastic = True
     field_kind = "flow_map"
+
+    def bind(self, context: SamplingContext) -> RenoisingFlowMapSampler:
+        """Itself, once the run is checked to have the linear path and the ``N(0, I)`` source.
+
+        Raises:
+            ValueError: another source or path (the re-noised state would be off the path).
+        """
+        from flowmatch.paths.schedules import LinearSchedule
+
+        if not context.gaussian_source:
+            raise ValueError(
+                f"flow_map_renoise re-noises with N(0, I); {context.name} has another source, "
+                "so its re-noised states would not be on its path: use --solver flow_map"
+            )
+        if context.path is not None and not isinstance(context.path.schedule, LinearSchedule):
+            raise ValueError(
+                f"flow_map_renoise re-noises on the linear path x_t = t x1 + (1 - t) x0; "
+                f"{context.name} uses {context.path!r}: use --solver flow_map"
+            )
+        return self
 
     def advance(
         self,
