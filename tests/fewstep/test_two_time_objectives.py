@@ -281,3 +281,16 @@ def test_wrapped_modules_give_the_same_loss_and_gradients(cls):
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for a, b in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_lsd_runs_keep_a_slow_ema_from_step_0_unless_told_otherwise():
+    from flowmatch import api
+
+    def cfg(*sets):
+        cfg, _, _ = api.resolve_config(overrides=["data.name=moons", *sets], steps=10)
+        return cfg.train
+
+    assert cfg("objective.kind=flowmap_lsd").ema_warmup is False  # its self-teacher's EMA
+    assert cfg("objective.kind=flowmap_lsd", "train.ema_warmup=true").ema_warmup is True
+    assert cfg("objective.kind=flowmap_esd").ema_warmup is True
+    assert cfg().ema_warmup is True

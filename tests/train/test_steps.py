@@ -184,3 +184,9 @@ def test_a_step_that_reads_the_ema_gets_the_live_average_and_needs_one(tmp_path)
     assert not any(p.requires_grad for p in step.seen.parameters())
     with pytest.raises(ValueError, match=r"reads the EMA weights of 'student'.*ema_decay is None"):
         _trainer(tmp_path / "b", 10, step=ReadsTheEMA(), ema_decay=None)
+
+
+def test_ema_warmup_false_averages_with_the_capped_decay_from_step_0(tmp_path):
+    trainer = _trainer(tmp_path / "a", 3, lr=3e-3, ema_decay=0.9, ema_warmup=False)
+    assert all(e.current_decay == 0.9 for e in trainer.emas.values())
+    assert _trainer(tmp_path / "b", 3).emas["student"].current_decay == 0.1  # warm-up: 1/10

@@ -106,6 +106,11 @@ class TrainConfig(Options):
         hint="or None to disable EMA",
         doc="cap of the weight EMA decay (warm-up below it)",
     )
+    ema_warmup: bool = option(
+        True,
+        doc="grow the EMA decay as (1 + k) / (10 + k) up to ema_decay (false: ema_decay from "
+        "step 0, a slow average from the start, e.g. for a self-teacher)",
+    )
     precision: Literal["fp32", "bf16"] = option("fp32", doc="bf16 autocasts the forward pass")
     compile: bool = option(False, doc="wrap the trained modules in torch.compile")
     seed: int = option(0, ge=0, doc="base seed of model init, batches and per-step randomness")

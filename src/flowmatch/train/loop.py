@@ -225,7 +225,11 @@ class Trainer:
                 for n, m in self.modules.items()
             }
         decay = config.ema_decay
-        self.emas = None if decay is None else {n: EMA(m, decay) for n, m in self.modules.items()}
+        self.emas = (
+            None
+            if decay is None
+            else {n: EMA(m, decay, warmup=config.ema_warmup) for n, m in self.modules.items()}
+        )
         if config.compile:
             nets = {n: torch.compile(net) for n, net in nets.items()}  # type: ignore[misc]
         # What the step sees: wrapped trained modules and the frozen ones.
