@@ -19,6 +19,12 @@ from pathlib import Path
 from common import fmt, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Row order: the teacher, distilled students, then methods trained from data.
+ORDER = [
+    "teacher", "reflow_1step", "reflow", "flowmap", "scm", "scm_ladd", "boss", "freeflow",
+    "splitmeanflow", "meanflow", "meanflow_imagenet", "flowmap_esd", "flowmap_psd",
+    "flowmap_lsd", "flowmap_lsd_ema_warmup", "flowmap_lsd_current", "flowmap_lsd_current_lr1e-4",
+]  # fmt: skip
 COLUMNS = [
     ("NFE 1", ("euler_1", "flow_map_1")),
     ("NFE 2", ("euler_2", "flow_map_2")),
@@ -72,7 +78,8 @@ def main() -> None:
     metrics = [("W2", "")] + ([("FD", "fd:")] if args.data == "digits" else [])
     main_metric = metrics[-1][1]
     rows = []
-    for method, per in merged.items():
+    rank = {m: i for i, m in enumerate(ORDER)}
+    for method, per in sorted(merged.items(), key=lambda kv: rank.get(kv[0], len(ORDER))):
         recs = list(per.values())
         steps = {r.get("steps", 5000) for r in recs}
         name = method + (f" ({steps.pop()} steps)" if steps != {5000} else "")
