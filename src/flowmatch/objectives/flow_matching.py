@@ -18,8 +18,9 @@ from flowmatch.objectives.base import (
     TrainingParts,
     drop_condition,
 )
+from flowmatch.objectives.common import batch_labels, per_sample_mse
 from flowmatch.objectives.weighting import WEIGHTINGS, loss_weight
-from flowmatch.paths.affine import AffinePath
+from flowmatch.paths.affine import AffinePath, PathSample
 from flowmatch.sources import GaussianSource, Source
 from flowmatch.times.samplers import TimeSampler, UniformTime
 from flowmatch.utils.checks import (
@@ -272,17 +273,9 @@ class FlowMatchingObjective:
             raise ValueError(
                 f"cond must have batch size B = {x1.shape[0]} (labels (B,)), got {got}"
             )
-        if x0_paired and x0 is None:
-            raise ValueError("x0_paired=True needs the paired sources x0")
-        if not x0_paired:
-            labels = cond if isinstance(cond, Tensor) else getattr(cond, "labels", None)
-            x0 = self.pair(x1, x0=x0, labels=labels, generator=generator)
-        assert x0 is not None
-        check_same_batch(x0, x1)
-        if t is None:
-            t = self.time_sampler.sample_t(x1.shape[0], generator, device=x1.device, dtype=x1.dtype)
-        cond = drop_condition(cond, self.cond_dropout, self.null_label, generator)
-        sample = self.path.sample(x0, x1, t)
+        x0, t, cond, sample = self.draw(
+            x1, x0=x0, x0_paired=x0_paired, cond=cond, t=t, generator=generator
+        )
         try:
             out = model(sample.xt, t, cond)
         except TypeError as err:
@@ -310,14 +303,46 @@ class FlowMatchingObjective:
             raise ValueError(
                 f"model output must have the shape of x1 {tuple(target.shape)}, got {shape}"
             )
-        # Compare in at least float32 (bf16/fp16 outputs) without downcasting float64.
-        dtype = torch.promote_types(torch.promote_types(out.dtype, target.dtype), torch.float32)
-        diff = out.to(dtype) - target.to(dtype)  # .to is a no-op (no copy) in the fp32 case
-        loss = diff.square().reshape(diff.shape[0], -1).mean(1)
+        return LossOutput(loss=self.weighted(per_sample_mse(out, target), t))
+
+    def draw(
+        self,
+        x1: Tensor,
+        *,
+        x0: Tensor | None,
+        x0_paired: bool,
+        cond: Cond,
+        t: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, Cond, PathSample]:
+        """The random parts of one loss evaluation, in a fixed order of draws.
+
+        ``x0`` paired by the coupling (unless ``x0_paired``), ``t`` from the time sampler
+        (unless given), the condition after dropout, and the path sample ``x_t`` between them.
+        Objectives built on flow matching (VeCoR, PAFM, W-CFM) draw through it, so they see the
+        same batches as plain flow matching with the same generator.
+
+        Returns:
+            ``(x0 (B, *D), t (B,), cond, sample)``.
+
+        Raises:
+            ValueError: ``x0_paired`` without ``x0``.
+        """
+        if x0_paired and x0 is None:
+            raise ValueError("x0_paired=True needs the paired sources x0")
+        if not x0_paired:
+            x0 = self.pair(x1, x0=x0, labels=batch_labels(cond), generator=generator)
+        assert x0 is not None
+        check_same_batch(x0, x1)
+        if t is None:
+            t = self.time_sampler.sample_t(x1.shape[0], generator, device=x1.device, dtype=x1.dtype)
+        cond = drop_condition(cond, self.cond_dropout, self.null_label, generator)
+        return x0, t, cond, self.path.sample(x0, x1, t)
+
+    def weighted(self, loss: Tensor, t: Tensor) -> Tensor:
+        """Per-sample ``loss`` ``(B,)`` times the time weighting ``w(t)`` (none: unchanged)."""
         w = loss_weight(self.weighting, t)
-        if w is not None:
-            loss = loss * w
-        return LossOutput(loss=loss)
+        return loss if w is None else loss * w
 
 
 def _check_t(t: Any, x1: Tensor) -> None:

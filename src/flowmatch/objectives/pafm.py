@@ -22,7 +22,6 @@ from flowmatch.objectives.base import (
     ObjectiveConfig,
     ObjectiveStep,
     TrainingParts,
-    drop_condition,
 )
 from flowmatch.objectives.common import (
     batch_labels,
@@ -35,7 +34,6 @@ from flowmatch.objectives.flow_matching import (
     FlowMatchingObjective,
     flow_matching_args,
 )
-from flowmatch.objectives.weighting import loss_weight
 from flowmatch.paths.affine import AffinePath
 from flowmatch.sources import Source
 from flowmatch.utils.checks import check_positive_int
@@ -198,11 +196,9 @@ class PAFMObjective(FlowMatchingObjective):
         """Per-sample losses ``(B,)`` against the posterior-averaged target."""
         labels = checked_batch_labels(x1, cond)
         b = x1.shape[0]
-        if x0 is None:
-            x0 = self.source.sample_like(x1, generator)
-        if t is None:
-            t = self.time_sampler.sample_t(b, generator, device=x1.device, dtype=x1.dtype)
-        dropped = drop_condition(cond, self.cond_dropout, self.null_label, generator)
+        x0, t, dropped, sample = self.draw(
+            x1, x0=x0, x0_paired=x0_paired, cond=cond, t=t, generator=generator
+        )
         free: Tensor | None = None
         kept = batch_labels(dropped)
         if labels is not None and kept is not None and self.null_label is not None:
@@ -217,7 +213,6 @@ class PAFMObjective(FlowMatchingObjective):
             generator=generator,
             device=x1.device,
         )
-        sample = self.path.sample(x0, x1, t)
         x0_bar, x1_bar, ess = posterior_endpoints(
             self.path, self.source, sample.xt, t, x1, index, valid
         )
@@ -225,8 +220,5 @@ class PAFMObjective(FlowMatchingObjective):
         out, target = regression(
             self.path, self.prediction, self.loss_space, out, x0_bar, x1_bar, sample
         )
-        loss = per_sample_mse(out, target)
-        w = loss_weight(self.weighting, t)
-        if w is not None:
-            loss = loss * w
+        loss = self.weighted(per_sample_mse(out, target), t)
         return LossOutput(loss=loss, logs={"pafm_ess": ess.detach().float().mean()})

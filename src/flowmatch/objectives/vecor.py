@@ -25,7 +25,6 @@ from flowmatch.objectives.base import (
     ObjectiveConfig,
     ObjectiveStep,
     TrainingParts,
-    drop_condition,
 )
 from flowmatch.objectives.common import checked_batch_labels, per_sample_mse, regression
 from flowmatch.objectives.flow_matching import (
@@ -33,7 +32,6 @@ from flowmatch.objectives.flow_matching import (
     FlowMatchingObjective,
     flow_matching_args,
 )
-from flowmatch.objectives.weighting import loss_weight
 from flowmatch.utils.checks import check_in_choices
 from flowmatch.utils.options import option
 
@@ -133,29 +131,21 @@ class ContrastiveFMObjective(FlowMatchingObjective):
     ) -> LossOutput:
         """Per-sample losses ``(B,)``."""
         labels = checked_batch_labels(x1, cond)
-        b = x1.shape[0]
-        if not x0_paired:
-            x0 = self.pair(x1, x0=x0, labels=labels, generator=generator)
-        assert x0 is not None
-        if t is None:
-            t = self.time_sampler.sample_t(b, generator, device=x1.device, dtype=x1.dtype)
-        seen = drop_condition(cond, self.cond_dropout, self.null_label, generator)
+        x0, t, seen, sample = self.draw(
+            x1, x0=x0, x0_paired=x0_paired, cond=cond, t=t, generator=generator
+        )
         partner = negative_partners(
-            b,
+            x1.shape[0],
             labels=labels if self.negatives == "other_class" else None,
             generator=generator,
             device=x1.device,
         )
-        sample = self.path.sample(x0, x1, t)
         out = model(sample.xt, t, seen)
         out, target = regression(self.path, self.prediction, self.loss_space, out, x0, x1, sample)
         attract = per_sample_mse(out, target)
         repel = per_sample_mse(out, target[partner])
         if self.margin is not None:
             repel = repel.clamp(max=self.margin)
-        loss = attract - self.weight * repel
-        w = loss_weight(self.weighting, t)
-        if w is not None:
-            loss = loss * w
+        loss = self.weighted(attract - self.weight * repel, t)
         logs = {"attract": attract.detach().mean(), "repel": repel.detach().mean()}
         return LossOutput(loss=loss, logs=logs)
