@@ -151,10 +151,15 @@ def _w2_rows(
 ) -> dict[str, float]:
     """W2 per (solver, NFE); on digits also the FD in the digit classifier's features."""
     from flowmatch import api
+    from flowmatch.api.evaluate import fit_to_field
     from flowmatch.metrics import wasserstein2
     from flowmatch.metrics.digits_features import digits_frechet_distance
 
     run = api.load_run(run_dir)
+    # The samplers that apply to this run, as `flowmatch eval` picks them (e.g. no re-noising
+    # sampler for a run whose source is not N(0, I)).
+    usable, _, _ = fit_to_field(run, [s for s, _ in rows if s is not None], None)
+    rows = [(s, k) for s, k in rows if s is None or s in usable]
     _, test_ds = api.load_data(run.config.data)
     digits = run.config.data.name == "digits"
     perm = torch.randperm(len(test_ds), generator=torch.Generator().manual_seed(0))
@@ -194,7 +199,7 @@ def _floor(run_dir: str, n: int) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in out.items()}
 
 
-def _eval(method: str, data: str, rec: dict[str, Any], seed: int, n: int) -> dict[str, float]:
+def _eval(method: str, rec: dict[str, Any], seed: int, n: int) -> dict[str, float]:
     if rec["diverged"]:
         return {}
     if method == "teacher":
@@ -206,8 +211,8 @@ def _eval(method: str, data: str, rec: dict[str, Any], seed: int, n: int) -> dic
     if method == "boss":
         return _w2_rows(rec["run"], [("euler", 2)], seed, n)
     rows: list[tuple[str | None, int]] = [("flow_map", 1), ("flow_map", 2)]
-    if method in ("scm", "scm_ladd") and "source.kind=eight_gaussians" not in DATA[data]:
-        rows.append(("flow_map_renoise", 2))  # its own multistep sampler (N(0, I) noise)
+    if method in ("scm", "scm_ladd"):  # its own multistep sampler, where it applies
+        rows.append(("flow_map_renoise", 2))
     return _w2_rows(rec["run"], rows, seed, n)
 
 
@@ -256,7 +261,7 @@ def main() -> None:
             try:
                 rec = _train(method, args.data, seed, steps, extra)
                 rec["steps"] = steps
-                rec.update(_eval(method, args.data, rec, seed, args.samples))
+                rec.update(_eval(method, rec, seed, args.samples))
             except Exception as err:  # keep going; the table shows the failure
                 traceback.print_exc()
                 rec = {"diverged": None, "error": f"{type(err).__name__}: {err}"}
