@@ -8,6 +8,7 @@ converges to the exact average velocity.
 """
 
 import copy
+import json
 
 import pytest
 import torch
@@ -283,14 +284,22 @@ def test_wrapped_modules_give_the_same_loss_and_gradients(cls):
         torch.testing.assert_close(a, b)
 
 
-def test_lsd_runs_keep_a_slow_ema_from_step_0_unless_told_otherwise():
+def test_lsd_runs_sample_with_the_usual_ema_and_keep_a_slow_one_for_the_self_teacher(tmp_path):
     from flowmatch import api
 
-    def cfg(*sets):
-        cfg, _, _ = api.resolve_config(overrides=["data.name=moons", *sets], steps=10)
-        return cfg.train
-
-    assert cfg("objective.kind=flowmap_lsd").ema_warmup is False  # its self-teacher's EMA
-    assert cfg("objective.kind=flowmap_lsd", "train.ema_warmup=true").ema_warmup is True
-    assert cfg("objective.kind=flowmap_esd").ema_warmup is True
-    assert cfg().ema_warmup is True
+    sets = ["data.name=moons", "data.n_train=512", "data.n_test=256", "model.hidden=16"]
+    sets += ["objective.kind=flowmap_lsd", "train.batch_size=32", "train.checkpoint_every=5"]
+    cfg, train_ds, test_ds = api.resolve_config(overrides=sets, steps=10)
+    assert cfg.train.ema_warmup is True  # the run's sampling EMA keeps its warm-up
+    api.train_run(cfg, train_ds, out_dir=tmp_path / "a", test_ds=test_ds)
+    ckpt = tmp_path / "a" / "checkpoints" / "step_0000010"
+    assert (ckpt / "model_teacher.ema.safetensors").is_file()  # the self-teacher's average
+    state = json.loads((ckpt / "state.json").read_text())["ema"]
+    assert state["model_teacher"]["num_updates"] == state["model"]["num_updates"] == 10
+    # resumed from step 5, the run (self-teacher included) is the same bits as one of 10 steps
+    cfg5, _, _ = api.resolve_config(overrides=sets, steps=5)
+    api.train_run(cfg5, train_ds, out_dir=tmp_path / "b", test_ds=test_ds)
+    api.train_run(cfg, train_ds, out_dir=tmp_path / "b", test_ds=test_ds, resume=True)
+    for f in ("model.safetensors", "model_teacher.ema.safetensors", "ema.safetensors"):
+        a = (ckpt / f).read_bytes()
+        assert a == (tmp_path / "b" / "checkpoints" / "step_0000010" / f).read_bytes()

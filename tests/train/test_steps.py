@@ -180,9 +180,12 @@ def test_a_step_that_reads_the_ema_gets_the_live_average_and_needs_one(tmp_path)
     step = ReadsTheEMA()
     trainer = _trainer(tmp_path / "a", 10, step=step, lr=3e-3)
     trainer.fit()
-    assert step.seen is trainer.emas["student"].module  # the average itself, updated in place
+    teacher = trainer.emas["student_teacher"]  # kept for the self-teacher, apart from "student"
+    assert step.seen is teacher.module and teacher.num_updates == 10  # updated in place
+    assert teacher.current_decay == 0.999 and not teacher.warmup  # slow from step 0
+    assert trainer.emas["student"].warmup  # the sampling EMA keeps its warm-up
     assert not any(p.requires_grad for p in step.seen.parameters())
-    with pytest.raises(ValueError, match=r"reads the EMA weights of 'student'.*ema_decay is None"):
+    with pytest.raises(ValueError, match=r"reads averaged weights of 'student'.*ema_decay is None"):
         _trainer(tmp_path / "b", 10, step=ReadsTheEMA(), ema_decay=None)
 
 

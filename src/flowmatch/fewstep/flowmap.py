@@ -9,11 +9,11 @@ via self-distillation". The flow map ``X(x, s, t) = x + (t - s) u(x, s, t)`` of 
 
 and the diagonal ``u(x, t, t) = b(x, t)`` is trained by flow matching. Self-distillation uses
 the network's own diagonal for ``b`` (stop-gradient), read from its **EMA weights** by default
-(``self_teacher = "ema"``, the authors' separate teacher parameters), and an LSD run keeps
-that EMA slow from step 0 (``train.ema_warmup = false`` is its run default): with the current
-weights LSD's target ``b(X(x, s, t), t)`` feeds the map's own errors back and, on the
-checkerboard, diverged in 3 of 3 seeds at lr 1e-3 and at 1e-4; with an EMA that follows the
-weights early (the warm-up) 2 of 3 seeds still diverged (docs/benchmarks.md). With a frozen
+(``self_teacher = "ema"``, the authors' separate teacher parameters): an average kept for it
+by the trainer with decay ``teacher_decay`` from step 0 (no warm-up), apart from the EMA the
+run samples with. With the current weights LSD's target ``b(X(x, s, t), t)`` feeds the map's own errors back and, on the
+checkerboard, diverged in 3 of 3 seeds at lr 1e-3 and at 1e-4; with the run's own EMA, which
+follows the weights early (its warm-up), 2 of 3 seeds still diverged (docs/benchmarks.md). With a frozen
 ``"teacher"`` module its velocity is ``b`` (flow-map distillation of a pretrained run). The progressive variant (PSD)
 lives in :mod:`flowmatch.fewstep.splitting`.
 
@@ -33,7 +33,6 @@ from torch import Tensor, nn
 
 from flowmatch.data.batch import Batch
 from flowmatch.fewstep.base import (
-    FLOW_MAP_RUN_DEFAULTS,
     TwoTimeConfig,
     TwoTimeStep,
     distance,
@@ -57,8 +56,8 @@ from flowmatch.utils.options import option
 from flowmatch.utils.tensor import expand_like
 
 _SELF_TEACHER_DOC = (
-    "weights of the self-teacher b = u(., t, t): the run's EMA ('ema', needs train.ema_decay) "
-    "or the current weights ('current'); unused with a frozen teacher"
+    "weights of the self-teacher b = u(., t, t): a slow average of the weights kept for it "
+    "('ema', needs train.ema_decay) or the current weights ('current'); unused with a teacher"
 )
 
 
@@ -66,15 +65,11 @@ _SELF_TEACHER_DOC = (
 class LagrangianConfig(TwoTimeConfig):
     """Options of Lagrangian flow-map self-distillation (LSD)."""
 
-    # The self-teacher is the run's EMA, a slow average from step 0 (no warm-up): an EMA that
-    # tracks the weights early (the warm-up's (1 + k) / (10 + k)) let 2 of 3 seeds diverge.
-    run_defaults: ClassVar[Mapping[str, Any]] = {
-        **FLOW_MAP_RUN_DEFAULTS,
-        "train": {"ema_warmup": False},
-    }
-
     ratio: float = option(0.5, ge=0, le=1, doc="fraction of the batch with s != t")
     self_teacher: Literal["ema", "current"] = option("ema", doc=_SELF_TEACHER_DOC)
+    teacher_decay: float = option(
+        0.999, gt=0, lt=1, doc="decay of the self-teacher's average (from step 0, no warm-up)"
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +78,9 @@ class EulerianConfig(TwoTimeConfig):
 
     ratio: float = option(0.5, ge=0, le=1, doc="fraction of the batch with s != t")
     self_teacher: Literal["ema", "current"] = option("current", doc=_SELF_TEACHER_DOC)
+    teacher_decay: float = option(
+        0.999, gt=0, lt=1, doc="decay of the self-teacher's average (from step 0, no warm-up)"
+    )
 
 
 def plain_module(wrapped: Any, method: str) -> Any:
@@ -145,6 +143,7 @@ class _SelfDistillationStep(TwoTimeStep):
         cond_dropout: float = 0.0,
         null_label: int | None = None,
         self_teacher: str | None = None,
+        teacher_decay: float = 0.999,
     ) -> None:
         self.path = path if path is not None else AffinePath()
         self.time_sampler = time_sampler if time_sampler is not None else UniformTime()
@@ -157,6 +156,9 @@ class _SelfDistillationStep(TwoTimeStep):
         chosen = self.default_self_teacher if self_teacher is None else self_teacher
         self.self_teacher = check_in_choices(chosen, ["ema", "current"], "self_teacher")
         self.reads_ema = ("model",) if self.self_teacher == "ema" else ()
+        if not 0.0 < teacher_decay < 1.0:
+            raise ValueError(f"teacher_decay must be in (0, 1), got {teacher_decay!r}")
+        self.teacher_decay = float(teacher_decay)
 
     def __repr__(self) -> str:
         return (
@@ -229,6 +231,7 @@ def _builder(cls: type[_SelfDistillationStep]):  # type: ignore[no-untyped-def]
             cond_dropout=dropout,
             null_label=parts.cond.num_classes,
             self_teacher=config.self_teacher,  # type: ignore[attr-defined]
+            teacher_decay=config.teacher_decay,  # type: ignore[attr-defined]
         )
 
     return build

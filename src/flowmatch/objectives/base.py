@@ -41,14 +41,17 @@ class TrainingStep(ABC):
     Attributes:
         trains: names of the modules this step optimises (keys of ``modules``).
         uses: names of frozen modules it reads (a teacher, a reference policy, a critic).
-        reads_ema: trained modules whose EMA weights the step reads (a self-teacher): the
-            trainer passes each as ``modules[ema_key(name)]`` (the live average, no gradients)
-            and refuses to run without EMA.
+        reads_ema: trained modules whose slowly averaged weights the step reads (a
+            self-teacher): the trainer keeps one more average per name, with decay
+            ``teacher_decay`` from step 0 (no warm-up; separate from the EMA the run samples
+            with), checkpoints it, and passes it as ``modules[ema_key(name)]``.
+        teacher_decay: the decay of those averages.
     """
 
     trains: tuple[str, ...] = ("model",)
     uses: tuple[str, ...] = ()
     reads_ema: tuple[str, ...] = ()
+    teacher_decay: float = 0.999
 
     @property
     def prepares(self) -> bool:
@@ -81,8 +84,13 @@ class TrainingStep(ABC):
 
 
 def ema_key(name: str) -> str:
-    """The key under which a step that ``reads_ema`` finds module ``name``'s EMA weights."""
+    """The key under which a step that ``reads_ema`` finds module ``name``'s averaged weights."""
     return f"{name}.ema"
+
+
+def teacher_ema_name(name: str) -> str:
+    """The name (and checkpoint file stem) of module ``name``'s self-teacher average."""
+    return f"{name}_teacher"
 
 
 class ObjectiveStep(TrainingStep):

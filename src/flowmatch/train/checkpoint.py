@@ -214,7 +214,8 @@ def save_checkpoint(
         model: model ``state_dict`` (shorthand for ``modules={"model": model}``).
         ema: EMA ``state_dict`` of ``model`` or ``None``.
         modules: ``state_dict`` of every trained module by name.
-        emas: EMA ``state_dict`` by module name (the same names as ``modules``) or ``None``.
+        emas: EMA ``state_dict`` by name (every module's, plus any other average the trainer
+            keeps, e.g. a self-teacher's) or ``None``.
         extra: JSON-serialisable entries added to ``state.json`` (configs, RNG, schedule).
         keep: keep only the ``keep`` most recent checkpoints (``None``: keep all).
         run_id: the id of the run writing it (recorded; :func:`load_checkpoint` can check it).
@@ -224,7 +225,7 @@ def save_checkpoint(
 
     Raises:
         ValueError: ``step < 0``, ``keep < 1``, both or neither of ``model``/``modules``,
-            EMA names that differ from the module names, or ``extra`` not JSON-serialisable.
+            EMA names that miss a module name, or ``extra`` not JSON-serialisable.
     """
     if (model is None) == (modules is None):
         raise ValueError("pass exactly one of model= (one module) or modules= (by name)")
@@ -234,8 +235,10 @@ def save_checkpoint(
     assert modules is not None
     for module_name in modules:
         check_module_name(module_name)
-    if emas is not None and set(emas) != set(modules):
-        raise ValueError(f"EMA names {sorted(emas)} differ from module names {sorted(modules)}")
+    if emas is not None and not set(modules) <= set(emas):
+        raise ValueError(f"EMA names {sorted(emas)} miss module names {sorted(modules)}")
+    for ema_name in emas or {}:
+        check_module_name(ema_name)
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     if keep is not None and keep < 1:
@@ -252,8 +255,8 @@ def save_checkpoint(
         blobs = {OPTIMIZER_FILE: st_save(opt_tensors)}
         for module_name, sd in modules.items():
             blobs[module_file(module_name)] = st_save(_cpu_tensors(sd))
-            if emas is not None:
-                blobs[module_file(module_name, ema=True)] = st_save(_cpu_tensors(emas[module_name]))
+        for ema_name, sd in (emas or {}).items():  # one per module, plus self-teacher averages
+            blobs[module_file(ema_name, ema=True)] = st_save(_cpu_tensors(sd))
         files = {}
         for fname, blob in blobs.items():
             write_bytes_durable(tmp / fname, blob, name=final / fname)
@@ -264,6 +267,7 @@ def save_checkpoint(
             "run_id": run_id,
             "modules": list(modules),
             "has_ema": emas is not None,
+            "emas": None if emas is None else list(emas),
             "files": files,
             "optimizer": opt_meta,
             **dict(extra or {}),
@@ -496,7 +500,15 @@ def load_checkpoint(path: str | Path, *, run_id: str | None = None) -> Checkpoin
     modules = {n: _load_tensors(path / module_file(n), files) for n in names}
     emas = None
     if state.get("has_ema"):
-        emas = {n: _load_tensors(path / module_file(n, ema=True), files) for n in names}
+        ema_names = state.get("emas") or names  # older checkpoints: one EMA per module
+        if not isinstance(ema_names, list):
+            raise CheckpointError(f"checkpoint file {state_path}: 'emas' must be a list")
+        for name in ema_names:
+            try:
+                check_module_name(name)
+            except ValueError as err:
+                raise CheckpointError(f"checkpoint file {state_path}: {err}") from None
+        emas = {n: _load_tensors(path / module_file(n, ema=True), files) for n in ema_names}
     optimizer = _join_optimizer(_load_tensors(path / OPTIMIZER_FILE, files), opt_meta)
     return Checkpoint(
         path=path, step=step, modules=modules, emas=emas, optimizer=optimizer, state=state

@@ -38,7 +38,13 @@ from torch import Tensor, nn
 
 from flowmatch._version import __version__
 from flowmatch.data.batch import ArrayDataset, Batch, BatchSchedule
-from flowmatch.objectives.base import LossOutput, ObjectiveStep, TrainingStep, ema_key
+from flowmatch.objectives.base import (
+    LossOutput,
+    ObjectiveStep,
+    TrainingStep,
+    ema_key,
+    teacher_ema_name,
+)
 from flowmatch.train import distributed, lock
 from flowmatch.train.callbacks import CALLBACK_METHODS, Callback
 from flowmatch.train.checkpoint import (
@@ -234,14 +240,16 @@ class Trainer:
             nets = {n: torch.compile(net) for n, net in nets.items()}  # type: ignore[misc]
         # What the step sees: wrapped trained modules and the frozen ones.
         self._step_modules: dict[str, nn.Module] = {**nets, **self.frozen}
-        for name in getattr(step, "reads_ema", ()):  # a self-teacher: the live EMA weights
+        for name in getattr(step, "reads_ema", ()):  # a self-teacher: a slow average from step 0
             if self.emas is None or name not in self.emas:
                 raise ValueError(
-                    f"{type(step).__name__} reads the EMA weights of {name!r} (its self-teacher), "
+                    f"{type(step).__name__} reads averaged weights of {name!r} (its self-teacher), "
                     f"but train.ema_decay is {config.ema_decay!r}: set an EMA decay "
                     "(e.g. 0.999) or the objective's self_teacher option to 'current'"
                 )
-            self._step_modules[ema_key(name)] = self.emas[name].module
+            teacher = EMA(self.modules[name], step.teacher_decay, warmup=False)
+            self.emas[teacher_ema_name(name)] = teacher
+            self._step_modules[ema_key(name)] = teacher.module
         self._fingerprints = {n: _fingerprint(m) for n, m in self.frozen.items()}
 
         self.step = 0
