@@ -734,3 +734,19 @@ def test_empty_class_folder_is_named(tmp_path):
     (tmp_path / "dog" / ".DS_Store").write_bytes(b"")  # hidden files do not count
     with pytest.raises(ValueError, match=r"class folder .*dog contains no images; add images or"):
         load_image_folder(tmp_path)
+
+
+def test_a_column_named_like_labels_read_as_a_feature_gets_a_hint(tmp_path, caplog):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,Label\n0.1,0.2,0\n0.3,0.4,1\n0.5,0.6,1\n")
+    with caplog.at_level("WARNING", logger="flowmatch.data.files"):
+        x, labels = load_csv(path)
+    assert x.shape == (3, 3) and labels is None  # still read as asked: three features
+    assert "column 'Label' is read as a feature" in caplog.text
+    assert "data.label_column=Label" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flowmatch.data.files"):
+        load_csv(path, label_column="Label")
+        (tmp_path / "u.csv").write_text("a,b\n0.1,0.2\n0.3,0.4\n")
+        load_csv(tmp_path / "u.csv")
+    assert "read as a feature" not in caplog.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import re
@@ -80,6 +81,8 @@ _NO_PICKLES = (
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError)
 # Canonical integer folder names ("0", "7", "12", "-1"): such class folders sort numerically.
 _INT_NAME = re.compile(r"0|-?[1-9][0-9]*")
+
+logger = logging.getLogger(__name__)
 
 
 def _as_path(path: str | os.PathLike[str]) -> Path:
@@ -623,6 +626,10 @@ def _column_index(columns: list[str], name: str, key: str, p: Path) -> int:
     return matches[0]
 
 
+#: Header names that usually hold class labels (a note suggests ``data.label_column``).
+_LABEL_NAMES = frozenset({"label", "labels", "class", "classes", "target", "y", "category"})
+
+
 def _column_roles(
     columns: list[str],
     has_header: bool,
@@ -642,6 +649,16 @@ def _column_roles(
         label_idx = _column_index(columns, label_column, "label_column", p)
     cond_idx = [_column_index(columns, c, "cond_columns", p) for c in cond_names]
     feature_idx = [i for i in range(len(columns)) if i != label_idx and i not in cond_idx]
+    if label_column is None and has_header:
+        named = [columns[i] for i in feature_idx if columns[i].strip().lower() in _LABEL_NAMES]
+        if named:  # a class column read as a feature is rarely what was meant
+            logger.warning(
+                "%s: column %r is read as a feature; to condition on it as class labels set "
+                "data.label_column=%s",
+                p,
+                named[0],
+                named[0],
+            )
     if not feature_idx:
         raise ValueError(
             f"{p} has no feature columns besides label_column={label_column!r}"
